@@ -1,0 +1,216 @@
+"""The `ModelDeployment` kind: serve registered model versions and split traffic between them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    DURATION,
+    MODEL_NAME,
+    ApiModel,
+    BaseStatus,
+    ResourceRequirements,
+    cel,
+    schema_extra,
+)
+from .trainingrun import MLFLOW_ALIAS
+
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SHORT_NAMES = ["mdep"]
+
+# HTTP header names (RFC 7230 token, restricted): letters, digits and dashes only, so a
+# header name is also a safe nginx variable suffix ($http_x_user_id).
+HEADER_NAME = r"^[A-Za-z][A-Za-z0-9-]*$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class Variant(ApiModel):
+    """One model version served behind the router."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel("has(self.version) != has(self.alias)", "set exactly one of version or alias")
+        )
+    )
+
+    name: str = Field(
+        pattern=DNS_LABEL,
+        min_length=1,
+        max_length=20,
+        description="Variant name (DNS label); names the serving Deployment and Service.",
+    )
+    version: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]{0,8}$", description="Exact registered model version."
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=MLFLOW_ALIAS,
+        max_length=100,
+        description="MLflow alias (e.g. champion); re-resolved periodically.",
+    )
+    weight: int = Field(
+        default=0, ge=0, le=1000, description="Relative share of traffic; weights need not add to 100."
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Serving replicas for this variant.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the serving container."
+    )
+
+    @model_validator(mode="after")
+    def _version_xor_alias(self) -> Variant:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError(f"variant {self.name!r}: set exactly one of version or alias")
+        return self
+
+
+class StickySession(ApiModel):
+    """Sticky assignment: requests with the same header value always reach the same variant."""
+
+    header: str = Field(
+        pattern=HEADER_NAME, max_length=64, description="Request header identifying a user, e.g. X-User-Id."
+    )
+
+
+class ParentRef(ApiModel):
+    """A Gateway API parentRef (the Gateway the HTTPRoute attaches to)."""
+
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253, description="Gateway name.")
+    namespace: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63, description="Gateway namespace.")
+    section_name: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63, description="Listener name.")
+
+
+class GatewayRouter(ApiModel):
+    """Settings for `router.type: gateway`."""
+
+    parent_refs: list[ParentRef] = Field(
+        default_factory=list, max_length=32, description="Gateways to attach the HTTPRoute to."
+    )
+    hostnames: list[str] | None = Field(
+        default=None, max_length=16, description="Hostnames matched by the HTTPRoute."
+    )
+
+    @model_validator(mode="after")
+    def _hostnames(self) -> GatewayRouter:
+        import re
+
+        for host in self.hostnames or []:
+            if len(host) > 253 or not re.fullmatch(HOSTNAME, host):
+                raise ValueError(f"invalid hostname {host!r}")
+        return self
+
+
+class IstioRouter(ApiModel):
+    """Settings for `router.type: istio`."""
+
+    hosts: list[str] | None = Field(
+        default=None, max_length=16, description="VirtualService hosts; default the router Service name."
+    )
+    gateways: list[str] | None = Field(
+        default=None, max_length=16, description="Istio gateways; default the mesh."
+    )
+
+
+class RouterSpec(ApiModel):
+    """How live traffic is split between variants."""
+
+    type: Literal["builtin", "gateway", "istio", "seldon"] = Field(
+        default="builtin",
+        description="builtin (nginx, any cluster), gateway (HTTPRoute), istio (VirtualService) or seldon (SeldonDeployment).",
+    )
+    sticky: StickySession | None = Field(default=None, description="Sticky assignment by request header (builtin router).")
+    force_header: str = Field(
+        default="X-Dockyard-Variant",
+        pattern=HEADER_NAME,
+        max_length=64,
+        description="Request header that forces a variant by name, for testing (builtin router).",
+    )
+    gateway: GatewayRouter | None = Field(default=None, description="Gateway API settings.")
+    istio: IstioRouter | None = Field(default=None, description="Istio settings.")
+    replicas: int = Field(default=1, ge=1, le=20, description="Replicas of the builtin nginx router.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a ModelDeployment."""
+
+    model_name: str = Field(
+        pattern=MODEL_NAME, max_length=200, description="Registered model name in the MLflow Model Registry."
+    )
+    variants: list[Variant] = Field(
+        min_length=1,
+        max_length=10,
+        description="Variants to serve; traffic is split by weight.",
+        json_schema_extra={
+            **schema_extra(
+                cel("self.all(v, self.exists_one(w, w.name == v.name))", "variant names must be unique"),
+                cel("self.exists(v, v.weight > 0)", "at least one variant needs a weight above 0"),
+            ),
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    runtime: Literal["mlserver", "seldon"] = Field(
+        default="mlserver",
+        description="mlserver (Apache-2.0, default) or seldon (seldon-core microservice, BSL 1.1).",
+    )
+    router: RouterSpec = Field(
+        default_factory=RouterSpec,
+        description="Traffic router.",
+        json_schema_extra={"default": {}},  # so the API server fills in router.type=builtin
+    )
+    alias_refresh_interval: str = Field(
+        default="60s", pattern=DURATION, max_length=32, description="How often aliases are re-resolved."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, description="Override the serving runtime image."
+    )
+
+    @model_validator(mode="after")
+    def _variants(self) -> ModelDeploymentSpec:
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique (repeated: {', '.join(dupes)})")
+        if not any(v.weight > 0 for v in self.variants):
+            raise ValueError("at least one variant needs a weight above 0")
+        return self
+
+    def weight_percentages(self) -> dict[str, float]:
+        total = sum(v.weight for v in self.variants)
+        return {v.name: 100.0 * v.weight / total for v in self.variants}
+
+
+class VariantStatus(ApiModel):
+    """Observed state of one variant."""
+
+    name: str = Field(description="Variant name.")
+    resolved_version: str | None = Field(default=None, description="Exact model version being served.")
+    model_uri: str | None = Field(default=None, description="models:/<name>/<version>.")
+    weight: int | None = Field(default=None, description="Configured weight.")
+    replicas: int | None = Field(default=None, description="Desired replicas.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas.")
+    endpoint: str | None = Field(default=None, description="In-cluster URL of this variant.")
+
+
+class ModelDeploymentStatus(BaseStatus):
+    """Observed state of a ModelDeployment."""
+
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the router.")
+    variants: list[VariantStatus] | None = Field(default=None, description="Per-variant state.")
+    weights: str | None = Field(default=None, description="Summary such as a=80,b=20 (printer column).")
+
+
+VALID_PHASES = ("Pending", "Resolving", "Progressing", "Ready", "Degraded", "Invalid", "Failed")
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.modelName"},
+    {"name": "Weights", "type": "string", "jsonPath": ".status.weights"},
+    {"name": "Router", "type": "string", "jsonPath": ".spec.router.type"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

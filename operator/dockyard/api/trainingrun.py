@@ -1,0 +1,245 @@
+"""The `TrainingRun` kind: train a model on a Dataset, gate it, register it exactly once."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from .common import (
+    DNS_SUBDOMAIN,
+    MODEL_NAME,
+    ApiModel,
+    BaseStatus,
+    ResourceRequirements,
+    cel,
+    schema_extra,
+)
+
+KIND = "TrainingRun"
+PLURAL = "trainingruns"
+SHORT_NAMES = ["tr"]
+
+# A Python import path such as sklearn.ensemble.RandomForestClassifier.
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MLFLOW_ALIAS = r"^[A-Za-z][A-Za-z0-9_-]*$"
+# Hyperparameter names become env var suffixes and MLflow param keys.
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+HyperValue = str | int | float | bool | None
+
+IMMUTABLE = cel("self == oldSelf", "is immutable; create a new TrainingRun instead")
+
+
+class DatasetRef(ApiModel):
+    """Which Dataset to train on."""
+
+    name: str = Field(description="Name of a Dataset in the same namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
+    version: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Pin a content version (sha256:<hex>); by default the Dataset's current one.",
+    )
+
+
+class EstimatorTrainer(ApiModel):
+    """The built-in trainer: a scikit-learn-compatible estimator class and its hyperparameters."""
+
+    class_path: str = Field(
+        alias="class",
+        pattern=IMPORT_PATH,
+        max_length=256,
+        description="Import path of the estimator, e.g. sklearn.ensemble.RandomForestClassifier.",
+    )
+    hyperparameters: dict[str, HyperValue] | None = Field(
+        default=None,
+        description="Keyword arguments for the estimator; values are coerced to the types it expects.",
+        json_schema_extra=schema_extra(
+            cel(
+                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
+                "hyperparameter names must be Python identifiers",
+            ),
+            preserve_unknown=True,
+        ),
+    )
+    task: Literal["auto", "classification", "regression"] = Field(
+        default="auto", description="Which metrics to compute; auto infers from the estimator."
+    )
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Fraction of rows held out for evaluation."
+    )
+    random_seed: int = Field(default=42, ge=0, description="Seed for the train/test split.")
+
+    @model_validator(mode="after")
+    def _param_names(self) -> EstimatorTrainer:
+        import re
+
+        for key in self.hyperparameters or {}:
+            if not re.fullmatch(PARAM_NAME, key):
+                raise ValueError(f"hyperparameter name {key!r} must be a Python identifier")
+        return self
+
+
+class EnvVar(ApiModel):
+    """An environment variable with a literal value."""
+
+    name: str = Field(pattern=ENV_NAME, max_length=256, description="Variable name.")
+    value: str = Field(default="", max_length=32768, description="Literal value.")
+
+
+class CustomTrainer(ApiModel):
+    """Bring your own training container; see the README for the contract."""
+
+    image: str = Field(min_length=1, max_length=512, description="Container image.")
+    command: list[str] | None = Field(default=None, description="Entrypoint (exec form, no shell).")
+    args: list[str] | None = Field(default=None, description="Arguments.")
+    env: list[EnvVar] | None = Field(default=None, description="Extra environment variables.")
+
+
+class Trainer(ApiModel):
+    """Exactly one of `estimator` (built-in trainer) or `custom` (your own container)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel(
+                "has(self.estimator) != has(self.custom)",
+                "set exactly one of trainer.estimator or trainer.custom",
+            )
+        )
+    )
+
+    estimator: EstimatorTrainer | None = Field(default=None, description="Built-in trainer.")
+    custom: CustomTrainer | None = Field(default=None, description="Your own training image.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Override the runtime image used by the built-in trainer.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Trainer:
+        if (self.estimator is None) == (self.custom is None):
+            raise ValueError("set exactly one of trainer.estimator or trainer.custom")
+        return self
+
+
+class QualityGate(ApiModel):
+    """Register the model only if a metric clears a threshold."""
+
+    metric: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250, description="MLflow metric key, e.g. accuracy.")
+    threshold: float = Field(description="The value to compare against.")
+    direction: Literal["maximize", "minimize"] = Field(
+        default="maximize",
+        description="maximize: metric >= threshold passes; minimize: metric <= threshold passes.",
+    )
+
+    def passes(self, value: float) -> bool:
+        return value >= self.threshold if self.direction == "maximize" else value <= self.threshold
+
+
+class RetryPolicy(ApiModel):
+    """When to train again inside the same TrainingRun."""
+
+    on_dataset_change: bool = Field(
+        default=False,
+        description="Start a new attempt when the Dataset records a new version (unpinned runs only).",
+    )
+
+
+class TrainingRunSpec(ApiModel):
+    """Desired state of a TrainingRun.
+
+    Everything except `retrain` is immutable once created: a TrainingRun is a record of
+    what was trained; change the recipe by creating a new one.
+    """
+
+    dataset_ref: DatasetRef = Field(
+        description="The Dataset to train on.", json_schema_extra=schema_extra(IMMUTABLE)
+    )
+    model_name: str = Field(
+        pattern=MODEL_NAME,
+        max_length=200,
+        description="Registered model name in the MLflow Model Registry.",
+        json_schema_extra=schema_extra(IMMUTABLE),
+    )
+    trainer: Trainer = Field(description="How to train.", json_schema_extra=schema_extra(IMMUTABLE))
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the training container.",
+        json_schema_extra=schema_extra(IMMUTABLE),
+    )
+    backoff_limit: int = Field(default=0, ge=0, le=10, description="Job retries before failure.")
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Kill the training Job after this many seconds."
+    )
+    experiment: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="MLflow experiment; default `dockyard/<namespace>/<name>`.",
+    )
+    quality_gate: QualityGate | None = Field(
+        default=None, description="Only register when this gate passes."
+    )
+    alias: str | None = Field(
+        default=None,
+        pattern=MLFLOW_ALIAS,
+        max_length=100,
+        description="MLflow alias to point at the new version on success, e.g. challenger.",
+    )
+    retrain: RetryPolicy | None = Field(default=None, description="Retraining policy.")
+
+    @model_validator(mode="after")
+    def _alias_not_reserved(self) -> TrainingRunSpec:
+        if self.alias is not None and self.alias.lower() == "latest":
+            raise ValueError("alias 'latest' is reserved by MLflow")
+        return self
+
+
+class Attempt(ApiModel):
+    """One training attempt."""
+
+    attempt: int = Field(ge=1, description="Attempt number, 1-based.")
+    dataset_version: str | None = Field(default=None, description="Dataset version trained on.")
+    mlflow_run_id: str | None = Field(default=None, description="MLflow run id.")
+    job_name: str | None = Field(default=None, description="Training Job name.")
+    result: str | None = Field(default=None, description="Succeeded, Rejected or Failed.")
+    model_version: str | None = Field(default=None, description="Registered version, if any.")
+    completion_time: str | None = Field(default=None, description="When it ended.")
+
+
+class TrainingRunStatus(BaseStatus):
+    """Observed state of a TrainingRun."""
+
+    attempt: int | None = Field(default=None, ge=0, description="Current attempt number.")
+    dataset_version: str | None = Field(default=None, description="Dataset version being used.")
+    experiment_id: str | None = Field(default=None, description="MLflow experiment id.")
+    mlflow_run_id: str | None = Field(default=None, description="MLflow run of the current attempt.")
+    job_name: str | None = Field(default=None, description="Training Job of the current attempt.")
+    metrics: dict[str, float] | None = Field(default=None, description="Final metrics from MLflow.")
+    model_version: str | None = Field(default=None, description="Registered model version.")
+    model_uri: str | None = Field(default=None, description="models:/<name>/<version>.")
+    start_time: str | None = Field(default=None, description="When the current attempt started.")
+    completion_time: str | None = Field(default=None, description="When the current attempt ended.")
+    history: list[Attempt] | None = Field(default=None, description="Bounded list of attempts, newest last.")
+
+
+VALID_PHASES = (
+    "Pending",
+    "WaitingForData",
+    "Running",
+    "Registering",
+    "Succeeded",
+    "Rejected",
+    "Failed",
+    "Invalid",
+)
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.modelName"},
+    {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
+    {"name": "Dataset", "type": "string", "jsonPath": ".spec.datasetRef.name"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

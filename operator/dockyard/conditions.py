@@ -1,0 +1,62 @@
+"""Status condition helpers shared by every controller (Kubernetes metav1.Condition rules)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["True", "False", "Unknown"]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]] | None,
+    type_: str,
+    status: Status,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+    now: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return a new conditions list with one condition set.
+
+    `lastTransitionTime` moves only when `status` changes, as the convention requires;
+    an unchanged condition is returned byte-identical so callers can tell "nothing to write".
+    """
+    out = [dict(c) for c in conditions or []]
+    for cond in out:
+        if cond.get("type") == type_:
+            if cond.get("status") != status:
+                cond["lastTransitionTime"] = now or now_rfc3339()
+            cond["status"] = status
+            cond["reason"] = reason
+            cond["message"] = message
+            if observed_generation is not None:
+                cond["observedGeneration"] = observed_generation
+            return out
+    new = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now or now_rfc3339(),
+    }
+    if observed_generation is not None:
+        new["observedGeneration"] = observed_generation
+    out.append(new)
+    return out
+
+
+def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    for cond in conditions or []:
+        if cond.get("type") == type_:
+            return cond
+    return None
+
+
+def is_true(conditions: list[dict[str, Any]] | None, type_: str) -> bool:
+    cond = get_condition(conditions, type_)
+    return bool(cond and cond.get("status") == "True")

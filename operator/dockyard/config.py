@@ -1,0 +1,52 @@
+"""Operator settings, read once from the environment (the Helm chart sets these)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # MLflow as the operator reaches it, and as Pods reach it (often the same in-cluster URL).
+    mlflow_tracking_uri: str = "http://dockyard-mlflow:5000"
+    mlflow_tracking_uri_for_pods: str = "http://dockyard-mlflow:5000"
+    # Secret (in each workload namespace) holding MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN for Pods.
+    mlflow_credentials_secret: str = ""
+    runtime_image: str = "ghcr.io/dockyard-dev/dockyard-runtime:0.1.0"
+    router_image: str = "nginxinc/nginx-unprivileged:1.27-alpine"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str = ""  # service account for Job/serving Pods; "" = namespace default
+    metrics_port: int = 8000
+    log_format: str = "text"  # text | json
+    workers: int = 16
+    alias_refresh_seconds_min: int = 5
+    history_limit: int = 10
+    enabled_routers: frozenset[str] = field(
+        default_factory=lambda: frozenset({"builtin", "gateway", "istio", "seldon"})
+    )
+    cluster_domain: str = "cluster.local"
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        tracking = _env("DOCKYARD_MLFLOW_TRACKING_URI", _env("MLFLOW_TRACKING_URI", cls.mlflow_tracking_uri))
+        routers = _env("DOCKYARD_ENABLED_ROUTERS", "builtin,gateway,istio,seldon")
+        return cls(
+            mlflow_tracking_uri=tracking,
+            mlflow_tracking_uri_for_pods=_env("DOCKYARD_MLFLOW_TRACKING_URI_FOR_PODS", tracking),
+            mlflow_credentials_secret=_env("DOCKYARD_MLFLOW_CREDENTIALS_SECRET", ""),
+            runtime_image=_env("DOCKYARD_RUNTIME_IMAGE", cls.runtime_image),
+            router_image=_env("DOCKYARD_ROUTER_IMAGE", cls.router_image),
+            image_pull_policy=_env("DOCKYARD_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            service_account=_env("DOCKYARD_WORKLOAD_SERVICE_ACCOUNT", ""),
+            metrics_port=int(_env("DOCKYARD_METRICS_PORT", str(cls.metrics_port))),
+            log_format=_env("DOCKYARD_LOG_FORMAT", cls.log_format),
+            workers=int(_env("DOCKYARD_WORKERS", str(cls.workers))),
+            history_limit=int(_env("DOCKYARD_HISTORY_LIMIT", str(cls.history_limit))),
+            enabled_routers=frozenset(r.strip() for r in routers.split(",") if r.strip()),
+            cluster_domain=_env("DOCKYARD_CLUSTER_DOMAIN", cls.cluster_domain),
+        )

@@ -1,0 +1,107 @@
+"""The one place that decides labels, annotations, owner references and child names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Mapping
+
+from . import __version__
+from .api.common import API_VERSION
+
+PART_OF = "dockyard"
+MANAGED_BY = "dockyard-operator"
+
+# dockyard.dev/* label keys
+KIND_LABEL = "dockyard.dev/kind"
+OWNER_LABEL = "dockyard.dev/owner"
+MODEL_LABEL = "dockyard.dev/model"
+MODEL_VERSION_LABEL = "dockyard.dev/model-version"
+VARIANT_LABEL = "dockyard.dev/variant"
+ATTEMPT_LABEL = "dockyard.dev/attempt"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+# Annotation carrying the hash of what the operator last applied to a child; a child whose
+# hash matches is left alone, so steady state makes no API writes.
+SPEC_HASH_ANNOTATION = "dockyard.dev/spec-hash"
+CONFIG_HASH_ANNOTATION = "dockyard.dev/config-hash"
+
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def label_value(value: str) -> str:
+    """Make an arbitrary string a valid label value (<= 63 chars, safe charset)."""
+    cleaned = _LABEL_VALUE_BAD.sub("-", value)[:63].strip("-_.")
+    return cleaned
+
+
+def standard_labels(
+    *,
+    owner_kind: str,
+    owner_name: str,
+    component: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Labels every child carries: app.kubernetes.io/* plus dockyard.dev/*."""
+    labels = {
+        "app.kubernetes.io/name": label_value(owner_name),
+        "app.kubernetes.io/instance": label_value(owner_name),
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/version": label_value(__version__),
+        KIND_LABEL: owner_kind.lower(),
+        OWNER_LABEL: label_value(owner_name),
+    }
+    for key, value in (extra or {}).items():
+        labels[key] = label_value(value)
+    return labels
+
+
+def selector_labels(*, owner_kind: str, owner_name: str, component: str, **extra: str) -> dict[str, str]:
+    """The stable subset used in selectors (never includes versions: selectors are immutable)."""
+    labels = {
+        KIND_LABEL: owner_kind.lower(),
+        OWNER_LABEL: label_value(owner_name),
+        COMPONENT_LABEL: component,
+    }
+    for key, value in extra.items():
+        labels[key] = label_value(value)
+    return labels
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A controller ownerReference to a Dockyard object (children are garbage-collected with it)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_name(*parts: str, max_length: int = 63) -> str:
+    """Deterministic DNS-label name from parts; long names keep a hash suffix to stay unique."""
+    name = "-".join(p for p in parts if p)
+    if len(name) <= max_length:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: max_length - 9].rstrip('-')}-{digest}"
+
+
+def content_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-able object."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def stamp_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Record the hash of the desired object in its own annotations (excluding the hash itself)."""
+    annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations.pop(SPEC_HASH_ANNOTATION, None)
+    annotations[SPEC_HASH_ANNOTATION] = content_hash(obj)
+    return obj
