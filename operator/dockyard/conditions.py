@@ -37,7 +37,7 @@ def set_condition(
             if observed_generation is not None:
                 cond["observedGeneration"] = observed_generation
             return out
-    new = {
+    new: dict[str, Any] = {
         "type": type_,
         "status": status,
         "reason": reason,
@@ -60,3 +60,34 @@ def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[s
 def is_true(conditions: list[dict[str, Any]] | None, type_: str) -> bool:
     cond = get_condition(conditions, type_)
     return bool(cond and cond.get("status") == "True")
+
+
+def summarize(
+    conditions: list[dict[str, Any]] | None,
+    *,
+    ready: bool | None,
+    reason: str,
+    message: str,
+    generation: int,
+    stalled: bool = False,
+) -> list[dict[str, Any]]:
+    """Set `Ready` plus the kstatus "abnormal-true" pair so GitOps health checks agree.
+
+    ready=True: done and healthy. ready=None: still working (Reconciling=True).
+    ready=False and stalled: will not progress without a change (Stalled=True).
+    ready=False and not stalled: waiting on something outside (Reconciling=True).
+    """
+    status: Status = "True" if ready else ("Unknown" if ready is None else "False")
+    out = set_condition(conditions, "Ready", status, reason, message, generation)
+    reconciling = ready is not True and not stalled
+    out = _set_or_drop(out, "Reconciling", reconciling, reason, message, generation)
+    out = _set_or_drop(out, "Stalled", stalled, reason, message, generation)
+    return out
+
+
+def _set_or_drop(
+    conditions: list[dict[str, Any]], type_: str, on: bool, reason: str, message: str, generation: int
+) -> list[dict[str, Any]]:
+    if on:
+        return set_condition(conditions, type_, "True", reason, message, generation)
+    return [c for c in conditions if c.get("type") != type_]

@@ -1,0 +1,55 @@
+"""Pod-level settings every Dockyard workload shares (one place for security defaults)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import OperatorConfig
+
+RUN_AS_USER = 1000
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """An emptyDir at /tmp: the root filesystem is read-only."""
+    return {"name": "tmp", "emptyDir": {}}, {"name": "tmp", "mountPath": "/tmp"}
+
+
+def env_list(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def mlflow_env_from(cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """Credentials for MLflow (optional Secret in the workload namespace)."""
+    if not cfg.mlflow_credentials_secret:
+        return []
+    return [{"secretRef": {"name": cfg.mlflow_credentials_secret, "optional": True}}]
+
+
+def pod_spec_common(cfg: OperatorConfig) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+    }
+    if cfg.service_account:
+        spec["serviceAccountName"] = cfg.service_account
+    return spec

@@ -1,0 +1,351 @@
+"""The reconcile machinery every controller shares.
+
+kopf watches (with resume, bookmarks and 410 handling), runs peering and the liveness
+probe; it hands every watch event to :meth:`Runtime.observe`, which updates an in-memory
+cache (an informer) and enqueues the key. Workers pull keys from a de-duplicating
+:class:`WorkQueue` and call the controller's level-based ``reconcile``:
+
+* a key is never reconciled by two workers at once; an event arriving mid-reconcile
+  re-queues it once afterwards (nothing is lost, nothing runs twice concurrently);
+* ``reconcile`` returns how long until it wants to look again (Job polling, alias refresh,
+  dataset refresh) or raises, which re-queues with exponential backoff;
+* status is written only when it differs from what the cache holds, and children only when
+  their spec hash differs, so a converged system makes no API writes.
+
+Why not kopf's change handlers: they persist progress in annotations/status (writes on every
+retry) and treat each change as a one-shot handler, while an operator that must survive
+SIGKILL at any point is simpler as an idempotent "make it so" function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import metrics
+from ..conditions import now_rfc3339
+from ..config import OperatorConfig
+from ..kube import ApiError, KubeClient
+from ..labels import SPEC_HASH_ANNOTATION
+from ..mlflow_client import MlflowClient
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class Result:
+    """What a reconcile wants next: look again after `requeue_after` seconds (None = only on events)."""
+
+    requeue_after: float | None = None
+
+
+class WorkQueue:
+    """Keys to reconcile, de-duplicated, with delayed entries and per-key exclusivity."""
+
+    def __init__(self) -> None:
+        self._ready: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._delayed: list[tuple[float, int, Key]] = []
+        self._delayed_due: dict[Key, float] = {}
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+
+    def add(self, key: Key) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        due = time.monotonic() + delay
+        current = self._delayed_due.get(key)
+        if current is not None and current <= due:
+            return  # an earlier wake-up is already scheduled
+        self._delayed_due[key] = due
+        self._seq += 1
+        heapq.heappush(self._delayed, (due, self._seq, key))
+        self._wakeup.set()
+
+    async def get(self) -> Key:
+        key = await self._ready.get()
+        self._queued.discard(key)
+        self._processing.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def forget(self, key: Key) -> None:
+        self._delayed_due.pop(key, None)
+
+    async def run_timer(self) -> None:
+        """Moves delayed keys to the ready queue when due."""
+        while True:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                due, _, key = heapq.heappop(self._delayed)
+                if self._delayed_due.get(key) == due:
+                    del self._delayed_due[key]
+                    self.add(key)
+            timeout = self._delayed[0][0] - now if self._delayed else 3600.0
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
+            except TimeoutError:
+                pass
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._delayed_due)
+
+
+@dataclass
+class Cache:
+    """Latest known body of every watched object, by (kind, namespace, name)."""
+
+    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        return self.objects.get(key)
+
+    def put(self, key: Key, body: dict[str, Any]) -> None:
+        self.objects[key] = body
+
+    def drop(self, key: Key) -> None:
+        self.objects.pop(key, None)
+
+    def by_kind(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [b for (k, ns, _), b in self.objects.items() if k == kind and (namespace is None or ns == namespace)]
+
+
+class EventRecorder:
+    """Posts core/v1 Events on transitions and errors (reasons in CamelCase)."""
+
+    def __init__(self, kube: KubeClient):
+        self._kube = kube
+
+    async def emit(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = now_rfc3339()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+                "labels": {"app.kubernetes.io/managed-by": "dockyard-operator"},
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "dockyard-operator"},
+            "reportingComponent": "dockyard-operator",
+        }
+        try:
+            await self._kube.create(event)
+        except ApiError as exc:  # events are best effort; never fail a reconcile for one
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], exc)
+
+
+@dataclass
+class Context:
+    """Everything a reconcile needs; built once per operator process."""
+
+    kube: KubeClient
+    mlflow: MlflowClient
+    cfg: OperatorConfig
+    cache: Cache
+    queue: WorkQueue
+    events: EventRecorder
+    # In-memory state controllers keep between reconciles (lost on restart, by design:
+    # everything here can be recomputed from the API and MLflow).
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+# -- status and children --------------------------------------------------------------
+
+def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch turning `old` status into `new`, or None when they are equal."""
+    old = old or {}
+    if old == new:
+        return None
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch or None
+
+
+async def write_status(ctx: Context, body: dict[str, Any], new_status: dict[str, Any]) -> dict[str, Any]:
+    """Patch /status only if it changed; keep the cache in step with what we wrote."""
+    patch = status_patch(body.get("status"), new_status)
+    if patch is None:
+        return body
+    meta = body["metadata"]
+    updated = await ctx.kube.merge_patch(
+        body["apiVersion"], body["kind"], meta["namespace"], meta["name"], {"status": patch},
+        subresource="status",
+    )
+    ctx.cache.put((body["kind"], meta["namespace"], meta["name"]), updated)
+    return updated
+
+
+def needs_apply(existing: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    if existing is None:
+        return True
+    have = (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+    want = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
+    return have != want
+
+
+async def ensure_child(ctx: Context, desired: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
+    """Server-side apply a child when it is missing or its spec hash changed; else no write."""
+    if not needs_apply(existing, desired):
+        assert existing is not None
+        return existing
+    return await ctx.kube.apply(desired)
+
+
+async def create_once(ctx: Context, desired: dict[str, Any]) -> dict[str, Any]:
+    """Create an object that must exist exactly once (a Job); AlreadyExists means done."""
+    try:
+        return await ctx.kube.create(desired)
+    except ApiError as exc:
+        if exc.status == 409:
+            meta = desired["metadata"]
+            found = await ctx.kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+            if found is not None:
+                return found
+        raise
+
+
+def generation(body: dict[str, Any]) -> int:
+    return int(body["metadata"].get("generation") or 1)
+
+
+ReconcileFn = Callable[[Context, dict[str, Any]], Awaitable[Result]]
+
+
+class Runtime:
+    """Runs the workers; controllers register one reconcile function per kind."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self._reconcilers: dict[str, ReconcileFn] = {}
+        self._failures: dict[Key, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def register(self, kind: str, fn: ReconcileFn) -> None:
+        self._reconcilers[kind] = fn
+
+    def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        """Feed a watch event: update the cache, enqueue the key (or forget it on delete)."""
+        meta = body.get("metadata", {})
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.ctx.cache.drop(key)
+            self.ctx.queue.forget(key)
+            metrics.PHASES.observe(kind, f"{key[1]}/{key[2]}", None)
+            return
+        cached = self.ctx.cache.get(key)
+        # Never step back: a watch event older than what a status write already returned.
+        if cached is not None and _rv(cached) > _rv(body) and cached["metadata"].get("uid") == meta.get("uid"):
+            return
+        self.ctx.cache.put(key, body)
+        if kind in self._reconcilers:
+            self.ctx.queue.add(key)
+
+    def enqueue_owner(self, child: dict[str, Any]) -> None:
+        """A child changed: reconcile its Dockyard controller owner."""
+        meta = child.get("metadata", {})
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") in self._reconcilers:
+                self.ctx.queue.add((ref["kind"], meta.get("namespace", ""), ref["name"]))
+
+    async def start(self, workers: int) -> None:
+        self._tasks.append(asyncio.create_task(self.ctx.queue.run_timer(), name="dockyard-timer"))
+        for i in range(workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"dockyard-worker-{i}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.ctx.queue.get()
+            try:
+                await self._process(key)
+            finally:
+                self.ctx.queue.done(key)
+
+    async def _process(self, key: Key) -> None:
+        kind = key[0]
+        body = self.ctx.cache.get(key)
+        if body is None:
+            return
+        start = time.perf_counter()
+        try:
+            result = await self._reconcilers[kind](self.ctx, body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(0.5 * (2 ** (failures - 1)), 300.0)
+            level = logging.WARNING if isinstance(exc, ApiError | TransientError) else logging.ERROR
+            log.log(level, "reconcile %s/%s/%s failed (%d): %s; retry in %.1fs", *key, failures, exc, delay,
+                    exc_info=level == logging.ERROR)
+            metrics.RECONCILE_TOTAL.labels(kind=kind, result="error").inc()
+            self.ctx.queue.add_after(key, delay)
+            return
+        finally:
+            metrics.RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - start)
+        self._failures.pop(key, None)
+        metrics.RECONCILE_TOTAL.labels(kind=kind, result="success").inc()
+        latest = self.ctx.cache.get(key)
+        if latest is not None:
+            metrics.PHASES.observe(kind, f"{key[1]}/{key[2]}", (latest.get("status") or {}).get("phase"))
+        if result.requeue_after is not None:
+            self.ctx.queue.add_after(key, result.requeue_after)
+
+
+class TransientError(Exception):
+    """A known, retryable condition (already reported in status); logged without a traceback."""
+
+
+def _rv(body: dict[str, Any]) -> int:
+    try:
+        return int(body.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:  # opaque resourceVersions: cannot order them, so accept the event
+        return 0

@@ -1,0 +1,135 @@
+"""Helpers the three controllers share: spec parsing, phase transitions, Job outcomes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..conditions import summarize
+from ..kube import ApiError
+from .base import Context, generation
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """`spec.variants[0].weight: Input should be ...` — one line per problem, field first."""
+    lines = []
+    for err in exc.errors()[:10]:
+        path = "spec"
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        lines.append(f"{path}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec[M: BaseModel](model: type[M], body: dict[str, Any]) -> tuple[M | None, str]:
+    try:
+        return model.model_validate(body.get("spec") or {}), ""
+    except ValidationError as exc:
+        return None, format_validation_error(exc)
+
+
+def invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """Status for a spec the operator refuses: Ready=False, Stalled, no children made."""
+    status = dict(body.get("status") or {})
+    gen = generation(body)
+    status.update(
+        phase="Invalid",
+        observedGeneration=gen,
+        message=message,
+        conditions=summarize(status.get("conditions"), ready=False, reason=reason, message=message,
+                             generation=gen, stalled=True),
+    )
+    return status
+
+
+async def announce_transition(ctx: Context, body: dict[str, Any], old: dict[str, Any] | None,
+                              new: dict[str, Any]) -> None:
+    """An Event for each phase change (Warning for failures) and for a new failure reason."""
+    old = old or {}
+    old_phase, new_phase = old.get("phase"), new.get("phase")
+    old_reason = _ready_reason(old)
+    new_reason = _ready_reason(new)
+    if old_phase == new_phase and old_reason == new_reason:
+        return
+    warning = new_phase in ("Invalid", "Failed", "Rejected", "Degraded") or (
+        new_reason is not None and new_reason.endswith(("NotFound", "Unavailable", "Unreachable", "Mismatch"))
+    )
+    reason = new_reason if new_reason and (warning or old_phase == new_phase) else (new_phase or "Unknown")
+    message = new.get("message") or f"phase {old_phase or '-'} -> {new_phase}"
+    await ctx.events.emit(body, "Warning" if warning else "Normal", reason, message)
+
+
+def _ready_reason(status: dict[str, Any]) -> str | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("reason") or "") or None
+    return None
+
+
+@dataclass
+class JobOutcome:
+    """What a finished (or running) Job says."""
+
+    finished: bool
+    succeeded: bool = False
+    reason: str = ""
+    message: str = ""
+    result: dict[str, Any] | None = None  # the JSON the container wrote to its termination log
+    started: str | None = None
+    completed: str | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started or not self.completed:
+            return None
+        return (_parse_time(self.completed) - _parse_time(self.started)).total_seconds()
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+async def job_outcome(ctx: Context, job: dict[str, Any]) -> JobOutcome:
+    """Read a Job's conditions and, once finished, its Pod's termination message."""
+    status = job.get("status") or {}
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        outcome = JobOutcome(finished=True, succeeded=True, reason="Completed")
+    elif "Failed" in conds or "FailureTarget" in conds:
+        cond = conds.get("Failed") or conds["FailureTarget"]
+        outcome = JobOutcome(finished=True, succeeded=False, reason=cond.get("reason") or "JobFailed",
+                             message=cond.get("message") or "")
+    else:
+        return JobOutcome(finished=False, started=status.get("startTime"))
+    outcome.started = status.get("startTime")
+    outcome.completed = status.get("completionTime") or (conds.get("Failed") or {}).get("lastTransitionTime")
+    message = await _termination_message(ctx, job)
+    if message:
+        try:
+            parsed = json.loads(message)
+            if isinstance(parsed, dict):
+                outcome.result = parsed
+        except ValueError:
+            outcome.message = outcome.message or message[-500:]
+    return outcome
+
+
+async def _termination_message(ctx: Context, job: dict[str, Any]) -> str:
+    meta = job["metadata"]
+    try:
+        pods = await ctx.kube.list("v1", "Pod", meta["namespace"], label_selector=f"job-name={meta['name']}")
+    except ApiError:
+        return ""
+    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+    for pod in reversed(pods):  # the newest attempt speaks for the Job
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if term and term.get("message"):
+                return str(term["message"])
+    return ""

@@ -1,0 +1,343 @@
+"""ModelDeployment controller: resolve versions, roll out variants, route traffic by weight.
+
+Resolution costs MLflow calls, so it happens only when needed: on a spec change, when an
+alias refresh is due, or right after this operator moved an alias (TrainingRun success).
+Pinned versions resolved for the current generation are reused from status after a
+restart, so a converged deployment with pinned versions makes no MLflow calls at all;
+each alias costs one call per `aliasRefreshInterval` (MLflow has no watch API).
+
+When MLflow is down, variants keep serving what they were resolved to; the outage shows as
+`ModelsResolved=Unknown/MlflowUnavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import metrics
+from ..api.common import parse_duration
+from ..api.modeldeployment import ModelDeploymentSpec
+from ..builders.serving import desired_serving_children, router_kind_for
+from ..conditions import set_condition, summarize
+from ..kube import ApiError
+from ..labels import KIND_LABEL, OWNER_LABEL
+from ..mlflow_client import MlflowUnavailable
+from .base import Context, Key, Result, ensure_child, generation, write_status
+from .common import announce_transition, invalid_status, parse_spec
+
+KIND = "ModelDeployment"
+PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
+
+
+@dataclass
+class Resolution:
+    generation: int
+    at: float
+    versions: dict[str, str]  # variant -> exact version
+    sources: dict[str, str]  # variant -> artifact source URI (for the seldon router)
+
+
+class Unresolvable(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
+    spec, error = parse_spec(ModelDeploymentSpec, body)
+    if spec is None:
+        await _write(ctx, body, invalid_status(body, "InvalidSpec", error))
+        return Result()
+    meta = body["metadata"]
+    key: Key = (KIND, meta["namespace"], meta["name"])
+    gen = generation(body)
+    if spec.router.type not in ctx.cfg.enabled_routers:
+        message = f"router type {spec.router.type!r} is disabled in this operator (DOCKYARD_ENABLED_ROUTERS)"
+        await _write(ctx, body, _status(body, spec, "Degraded", False, "RouterUnavailable", message, stalled=True))
+        return Result()
+
+    refresh = parse_duration(spec.alias_refresh_interval)
+    has_alias = any(v.alias for v in spec.variants)
+    requeue = float(max(refresh, ctx.cfg.alias_refresh_seconds_min)) if has_alias else None
+
+    # 1. Resolve versions (only when needed).
+    resolution, resolve_problem = await _resolution(ctx, key, body, spec, gen, refresh)
+    if resolution is None:
+        assert resolve_problem is not None
+        reason, message = resolve_problem
+        status = _status(body, spec, "Pending", False, reason, message)
+        status["conditions"] = set_condition(status["conditions"], "ModelsResolved", "False", reason, message, gen)
+        await _write(ctx, body, status)
+        return Result(requeue_after=requeue or 30.0)
+
+    # 2. Children: apply what changed, prune what the spec no longer has.
+    desired = desired_serving_children(body, spec, resolution.versions, ctx.cfg, model_uris=resolution.sources)
+    try:
+        applied = await _apply_children(ctx, desired)
+    except ApiError as exc:
+        needed = router_kind_for(spec)
+        if exc.status == 404 and needed is not None:
+            api_version, kind = needed
+            message = (f"router {spec.router.type!r} needs {kind} ({api_version}) but that API is not "
+                       f"installed in this cluster")
+            status = _status(body, spec, "Degraded", False, "RouterUnavailable", message)
+            status["conditions"] = set_condition(status["conditions"], "RouterReady", "False",
+                                                 "RouterUnavailable", message, gen)
+            await _write(ctx, body, status)
+            return Result(requeue_after=60.0)
+        raise
+    pruned_at = ctx.memo.setdefault("md_pruned", {})
+    if pruned_at.get(key) != gen:
+        await _prune(ctx, body, {(o["kind"], o["metadata"]["name"]) for o in desired})
+        pruned_at[key] = gen
+
+    # 3. Status.
+    status = _observe(ctx, body, spec, resolution, applied, resolve_problem)
+    await _announce_version_changes(ctx, body, spec, resolution)
+    await _write(ctx, body, status)
+    _export_weights(body, spec, resolution)
+    if status["phase"] != "Ready" and requeue is None:
+        requeue = 30.0
+    return Result(requeue_after=requeue)
+
+
+async def _resolution(ctx: Context, key: Key, body: dict[str, Any], spec: ModelDeploymentSpec, gen: int,
+                      refresh: int) -> tuple[Resolution | None, tuple[str, str] | None]:
+    memo: dict[Key, Resolution] = ctx.memo.setdefault("md_resolution", {})
+    forced: set[Key] = ctx.memo.setdefault("resolve_now", set())
+    current = memo.get(key)
+    if current is None:
+        current = _from_status(body, spec, gen)
+        if current is not None:
+            memo[key] = current
+    has_alias = any(v.alias for v in spec.variants)
+    due = current is None or current.generation != gen or key in forced or (
+        has_alias and time.monotonic() - current.at >= refresh)
+    if not due:
+        return current, None
+    forced.discard(key)
+    try:
+        fresh = await _resolve(ctx, spec, gen)
+    except MlflowUnavailable as exc:
+        if current is not None and current.generation == gen:
+            return current, ("MlflowUnavailable", f"serving the last resolved versions: {exc}")
+        return None, ("MlflowUnavailable", str(exc))
+    except Unresolvable as exc:
+        return None, (exc.reason, exc.message)
+    memo[key] = fresh
+    return fresh, None
+
+
+def _from_status(body: dict[str, Any], spec: ModelDeploymentSpec, gen: int) -> Resolution | None:
+    """After a restart: pinned versions already resolved for this generation need no MLflow call."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != gen:
+        return None
+    recorded = {v.get("name"): v for v in status.get("variants") or []}
+    versions, sources = {}, {}
+    for variant in spec.variants:
+        entry = recorded.get(variant.name)
+        if not entry or not entry.get("resolvedVersion"):
+            return None
+        versions[variant.name] = str(entry["resolvedVersion"])
+        sources[variant.name] = str(entry.get("modelUri") or "")
+    # Aliases are due for a check right away; pinned versions are not.
+    stale_at = 0.0 if any(v.alias for v in spec.variants) else time.monotonic()
+    return Resolution(generation=gen, at=stale_at, versions=versions, sources=sources)
+
+
+async def _resolve(ctx: Context, spec: ModelDeploymentSpec, gen: int) -> Resolution:
+    versions: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for variant in spec.variants:
+        if variant.alias:
+            version = await ctx.mlflow.get_alias(spec.model_name, variant.alias)
+            if version is None:
+                raise Unresolvable("AliasNotFound",
+                                   f"variant {variant.name}: alias {variant.alias!r} of model "
+                                   f"{spec.model_name!r} is not set")
+        else:
+            assert variant.version is not None
+            version = variant.version
+        info = await ctx.mlflow.get_version(spec.model_name, version)
+        if info is None:
+            raise Unresolvable("ModelVersionNotFound",
+                               f"variant {variant.name}: model {spec.model_name!r} has no version {version}")
+        versions[variant.name] = version
+        sources[variant.name] = info.source
+    return Resolution(generation=gen, at=time.monotonic(), versions=versions, sources=sources)
+
+
+async def _apply_children(ctx: Context, desired: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
+    for obj in desired:
+        meta = obj["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        existing = ctx.cache.get((obj["kind"], ns, name)) if obj["kind"] == "Deployment" else None
+        if existing is None:
+            existing = await ctx.kube.get(obj["apiVersion"], obj["kind"], ns, name)
+        applied[(obj["kind"], name)] = await ensure_child(ctx, obj, existing)
+    return applied
+
+
+async def _prune(ctx: Context, body: dict[str, Any], keep: set[tuple[str, str]]) -> None:
+    meta = body["metadata"]
+    selector = f"{KIND_LABEL}=modeldeployment,{OWNER_LABEL}={meta['name']}"
+    for api_version, kind in PRUNABLE:
+        for obj in await ctx.kube.list(api_version, kind, meta["namespace"], label_selector=selector):
+            owners = obj["metadata"].get("ownerReferences") or []
+            ours = any(ref.get("uid") == meta["uid"] for ref in owners)
+            if ours and (kind, obj["metadata"]["name"]) not in keep:
+                await ctx.kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"])
+
+
+def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, resolution: Resolution,
+             applied: dict[tuple[str, str], dict[str, Any]], problem: tuple[str, str] | None) -> dict[str, Any]:
+    meta = body["metadata"]
+    ns = meta["namespace"]
+    gen = generation(body)
+    variants = []
+    not_ready = []
+    for variant in spec.variants:
+        deploy_name = f"{meta['name']}-{variant.name}"
+        entry: dict[str, Any] = {
+            "name": variant.name,
+            "resolvedVersion": resolution.versions[variant.name],
+            "modelUri": f"models:/{spec.model_name}/{resolution.versions[variant.name]}",
+            "weight": variant.weight,
+            "replicas": variant.replicas,
+        }
+        if spec.router.type == "seldon":
+            ready = _seldon_ready(applied)
+            entry["readyReplicas"] = variant.replicas if ready else 0
+        else:
+            deployment = ctx.cache.get(("Deployment", ns, deploy_name)) or applied.get(("Deployment", deploy_name))
+            dstatus = (deployment or {}).get("status") or {}
+            current = _deployment_current(deployment)
+            entry["readyReplicas"] = int(dstatus.get("readyReplicas") or 0) if current else 0
+            entry["endpoint"] = f"http://{deploy_name}.{ns}.svc.{ctx.cfg.cluster_domain}"
+        if entry["readyReplicas"] < variant.replicas:
+            not_ready.append(variant.name)
+        variants.append(entry)
+
+    router_ready, router_message = _router_ready(ctx, body, spec, applied)
+    status = _status(body, spec, "Ready", True, "Ready", "all variants serving")
+    conds = status["conditions"]
+    if problem:
+        conds = set_condition(conds, "ModelsResolved", "Unknown", problem[0], problem[1], gen)
+    else:
+        versions = ", ".join(f"{v}={resolution.versions[v]}" for v in resolution.versions)
+        conds = set_condition(conds, "ModelsResolved", "True", "Resolved", versions, gen)
+    if not_ready:
+        conds = set_condition(conds, "VariantsReady", "False", "ReplicasNotReady",
+                              f"waiting for variants: {', '.join(not_ready)}", gen)
+    else:
+        conds = set_condition(conds, "VariantsReady", "True", "ReplicasReady", "all variants ready", gen)
+    conds = set_condition(conds, "RouterReady", "True" if router_ready else "False",
+                          "RouterReady" if router_ready else "RouterProgressing", router_message, gen)
+    if not_ready or not router_ready:
+        message = (f"waiting for variants: {', '.join(not_ready)}" if not_ready else router_message)
+        conds = summarize(conds, ready=None, reason="Progressing", message=message, generation=gen)
+        status["phase"] = "Progressing"
+        status["message"] = message
+    status["conditions"] = conds
+    status["variants"] = variants
+    status["weights"] = ",".join(f"{v.name}={v.weight}" for v in spec.variants)
+    endpoint = _endpoint(ctx, body, spec)
+    if endpoint:
+        status["endpoint"] = endpoint
+    else:
+        status.pop("endpoint", None)
+    return status
+
+
+def _deployment_current(deployment: dict[str, Any] | None) -> bool:
+    if not deployment:
+        return False
+    observed = (deployment.get("status") or {}).get("observedGeneration")
+    return observed is not None and observed >= deployment["metadata"].get("generation", 1)
+
+
+def _router_ready(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec,
+                  applied: dict[tuple[str, str], dict[str, Any]]) -> tuple[bool, str]:
+    meta = body["metadata"]
+    if spec.router.type == "builtin":
+        name = f"{meta['name']}-router"
+        deployment = ctx.cache.get(("Deployment", meta["namespace"], name)) or applied.get(("Deployment", name))
+        ready = _deployment_current(deployment) and int(
+            ((deployment or {}).get("status") or {}).get("readyReplicas") or 0) >= 1
+        return ready, "nginx router ready" if ready else "nginx router starting"
+    if spec.router.type == "seldon":
+        ready = _seldon_ready(applied)
+        return ready, "SeldonDeployment available" if ready else "SeldonDeployment not available yet"
+    kind = "HTTPRoute" if spec.router.type == "gateway" else "VirtualService"
+    return True, f"{kind} applied"
+
+
+def _seldon_ready(applied: dict[tuple[str, str], dict[str, Any]]) -> bool:
+    for (kind, _), obj in applied.items():
+        if kind == "SeldonDeployment":
+            return ((obj.get("status") or {}).get("state") or "") == "Available"
+    return False
+
+
+def _endpoint(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec) -> str | None:
+    meta = body["metadata"]
+    if spec.router.type in ("builtin", "istio"):
+        return f"http://{meta['name']}.{meta['namespace']}.svc.{ctx.cfg.cluster_domain}"
+    if spec.router.type == "gateway":
+        hosts = spec.router.gateway.hostnames if spec.router.gateway else None
+        return f"http://{hosts[0]}" if hosts else None
+    return None
+
+
+def _status(body: dict[str, Any], spec: ModelDeploymentSpec, phase: str, ready: bool | None, reason: str,
+            message: str, *, stalled: bool = False) -> dict[str, Any]:
+    status = dict(body.get("status") or {})
+    gen = generation(body)
+    status.update(phase=phase, observedGeneration=gen, message=message)
+    status["conditions"] = summarize(status.get("conditions"), ready=ready, reason=reason, message=message,
+                                     generation=gen, stalled=stalled)
+    return status
+
+
+async def _announce_version_changes(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec,
+                                    resolution: Resolution) -> None:
+    before = {v.get("name"): v.get("resolvedVersion") for v in (body.get("status") or {}).get("variants") or []}
+    for name, version in resolution.versions.items():
+        old = before.get(name)
+        if old is not None and old != version:
+            await ctx.events.emit(body, "Normal", "VersionChanged",
+                                  f"variant {name}: {spec.model_name} version {old} -> {version}")
+
+
+def _export_weights(body: dict[str, Any], spec: ModelDeploymentSpec, resolution: Resolution) -> None:
+    meta = body["metadata"]
+    percentages = spec.weight_percentages()
+    exported: dict[tuple[str, str, str], str] = _EXPORTED.setdefault((meta["namespace"], meta["name"]), {})
+    for variant in spec.variants:
+        version = resolution.versions[variant.name]
+        label_key = (meta["namespace"], meta["name"], variant.name)
+        old_version = exported.get(label_key)
+        if old_version is not None and old_version != version:
+            metrics.VARIANT_WEIGHT.remove(*label_key, old_version)
+        metrics.VARIANT_WEIGHT.labels(*label_key, version).set(percentages[variant.name])
+        exported[label_key] = version
+
+
+_EXPORTED: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
+
+
+async def _write(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> None:
+    old = body.get("status")
+    await write_status(ctx, body, status)
+    await announce_transition(ctx, body, old, status)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop exported series of a deleted ModelDeployment."""
+    for (ns, md, variant), version in _EXPORTED.pop((namespace, name), {}).items():
+        metrics.VARIANT_WEIGHT.remove(ns, md, variant, version)

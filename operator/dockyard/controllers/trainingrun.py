@@ -1,0 +1,310 @@
+"""TrainingRun controller: data ready -> MLflow run -> training Job -> gate -> register once.
+
+Each step is idempotent and ordered so that a crash (SIGKILL) between any two of them is
+recovered by re-reading, never by redoing:
+
+1. the MLflow run is found by tags (TrainingRun uid + attempt) before one is created, and
+   its id is written to status *before* the Job exists;
+2. the Job name is deterministic per attempt (`<name>-train-<attempt>`); AlreadyExists = ours;
+3. the model version is searched by run id before one is created;
+4. the alias is set only when it points elsewhere.
+
+Spec semantics: the recipe (datasetRef, modelName, trainer, resources) is immutable (CEL
+`self == oldSelf`); the other fields may change and apply to the next attempt. A new
+attempt starts only when `retrain.onDatasetChange` is set and the Dataset's version moves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import metrics
+from ..api.dataset import DatasetSpec
+from ..api.trainingrun import TrainingRunSpec
+from ..builders.training import build_training_job, training_job_name
+from ..conditions import now_rfc3339, set_condition, summarize
+from ..mlflow_client import MlflowError, MlflowUnavailable
+from .base import Context, Result, TransientError, create_once, generation, write_status
+from .common import announce_transition, invalid_status, job_outcome, parse_spec
+
+KIND = "TrainingRun"
+TERMINAL = ("Succeeded", "Rejected", "Failed")
+
+TAG_UID = "dockyard.trainingrun.uid"
+TAG_ATTEMPT = "dockyard.attempt"
+TAG_RUN = "dockyard.trainingrun"
+TAG_DATASET = "dockyard.dataset.name"
+TAG_DATASET_VERSION = "dockyard.dataset.version"
+TAG_MODEL_URI = "dockyard.model_uri"
+
+
+async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
+    spec, error = parse_spec(TrainingRunSpec, body)
+    if spec is None:
+        await _write(ctx, body, invalid_status(body, "InvalidSpec", error))
+        return Result()
+    try:
+        return await _reconcile(ctx, body, spec)
+    except MlflowUnavailable as exc:
+        await _mlflow_down(ctx, body, str(exc))
+        raise TransientError(str(exc)) from exc
+
+
+async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) -> Result:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    status = dict(body.get("status") or {})
+    gen = generation(body)
+
+    dataset_body = ctx.cache.get(("Dataset", ns, spec.dataset_ref.name))
+    if status.get("phase") in TERMINAL:
+        if _should_retrain(spec, status, dataset_body):
+            return await _start_new_attempt(ctx, body, status, dataset_body)
+        if status.get("observedGeneration") != gen:
+            status["observedGeneration"] = gen
+            status["conditions"] = [{**c, "observedGeneration": gen} for c in status.get("conditions") or []]
+            await _write(ctx, body, status)
+        return Result()
+
+    # 1. Data
+    data_version, waiting = _data_version(spec, dataset_body)
+    if waiting:
+        reason, message = waiting
+        return await _progress(ctx, body, status, "WaitingForData", reason, message,
+                               data_ready=False, requeue=None)
+    assert data_version is not None and dataset_body is not None
+    dataset_spec = DatasetSpec.model_validate(dataset_body["spec"])
+    attempt = int(status.get("attempt") or 1)
+    # An attempt is bound to the data version its MLflow run was opened for.
+    if status.get("mlflowRunId") and status.get("datasetVersion"):
+        data_version = str(status["datasetVersion"])
+    status.update(attempt=attempt, datasetVersion=data_version)
+
+    # 2. The MLflow run, recorded in status before the Job exists.
+    if not status.get("mlflowRunId"):
+        experiment = spec.experiment or f"dockyard/{ns}/{name}"
+        experiment_id = await ctx.mlflow.ensure_experiment(experiment)
+        run_id = await ctx.mlflow.find_or_create_run(
+            experiment_id,
+            run_name=f"{name}-{attempt}",
+            tags={TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
+                  "mlflow.source.name": "dockyard", "dockyard.model_name": spec.model_name},
+            identity={TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)},
+        )
+        status.update(experimentId=experiment_id, mlflowRunId=run_id, startTime=now_rfc3339())
+        status["conditions"] = set_condition(status.get("conditions"), "DataReady", "True", "DatasetReady",
+                                             f"Dataset {spec.dataset_ref.name} version {data_version[:19]}…", gen)
+        return await _progress(ctx, body, status, "Running", "RunOpened", f"MLflow run {run_id} opened",
+                               data_ready=True, requeue=0.0)
+
+    # 3. The training Job.
+    job_name = training_job_name(name, attempt)
+    job = ctx.cache.get(("Job", ns, job_name)) or await ctx.kube.get("batch/v1", "Job", ns, job_name)
+    if job is None:
+        job = await create_once(ctx, build_training_job(
+            body, spec, dataset_spec, attempt=attempt, run_id=status["mlflowRunId"],
+            experiment_id=str(status.get("experimentId") or ""), dataset_version=data_version, cfg=ctx.cfg))
+    if status.get("jobName") != job_name:
+        status["jobName"] = job_name
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", "Training",
+                                             f"Job {job_name} is running", gen)
+        return await _progress(ctx, body, status, "Running", "Training", f"training Job {job_name} started",
+                               data_ready=True, requeue=None)
+    outcome = await job_outcome(ctx, job)
+    if not outcome.finished:
+        return Result(requeue_after=60.0)  # Job events wake us; this is a safety net
+
+    run_id = status["mlflowRunId"]
+    if not outcome.succeeded:
+        reason = str((outcome.result or {}).get("reason") or outcome.reason or "TrainingFailed")
+        message = str((outcome.result or {}).get("message") or outcome.message or "the training Job failed")
+        run = await ctx.mlflow.get_run(run_id)
+        if run.status not in ("FAILED", "KILLED"):
+            await ctx.mlflow.set_run_status(run_id, "FAILED")
+        _observe_duration(outcome, "failed")
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", reason, message, gen)
+        return await _terminal(ctx, body, status, "Failed", reason, message, ok=False)
+
+    # 4. Metrics and the quality gate.
+    run = await ctx.mlflow.get_run(run_id)
+    metrics_now = {k: v for k, v in sorted(run.metrics.items()) if math.isfinite(v)}
+    status["metrics"] = metrics_now
+    if run.status == "RUNNING":  # custom trainers may not end their run; the Job did succeed
+        await ctx.mlflow.set_run_status(run_id, "FINISHED")
+    status["conditions"] = set_condition(status.get("conditions"), "Trained", "True", "JobSucceeded",
+                                         f"Job {job_name} succeeded", gen)
+    gate = spec.quality_gate
+    if gate is not None:
+        value = metrics_now.get(gate.metric)
+        if value is None:
+            _observe_duration(outcome, "rejected")
+            msg = f"metric {gate.metric!r} was not logged to run {run_id}"
+            return await _terminal(ctx, body, status, "Rejected", "MetricMissing", msg, ok=False)
+        if not gate.passes(value):
+            _observe_duration(outcome, "rejected")
+            op = ">=" if gate.direction == "maximize" else "<="
+            msg = f"quality gate failed: {gate.metric}={value:.4g}, required {op} {gate.threshold:g}"
+            return await _terminal(ctx, body, status, "Rejected", "QualityGateFailed", msg, ok=False)
+
+    # 5. Register exactly once, then alias.
+    if status.get("phase") != "Registering":
+        return await _progress(ctx, body, status, "Registering", "Registering",
+                               f"registering {spec.model_name} from run {run_id}", data_ready=True, requeue=0.0)
+    version = await _register(ctx, body, spec, run_id, run.tags, data_version, attempt)
+    if spec.alias:
+        current = await ctx.mlflow.get_alias(spec.model_name, spec.alias)
+        if current != version:
+            await ctx.mlflow.set_alias(spec.model_name, spec.alias, version)
+    _observe_duration(outcome, "succeeded")
+    status.update(modelVersion=version, modelUri=f"models:/{spec.model_name}/{version}")
+    alias_note = f", alias {spec.alias}" if spec.alias else ""
+    status["conditions"] = set_condition(status.get("conditions"), "Registered", "True", "ModelRegistered",
+                                         f"{spec.model_name} version {version}{alias_note}", gen)
+    result = await _terminal(ctx, body, status, "Succeeded", "ModelRegistered",
+                             f"registered {spec.model_name} version {version}{alias_note}", ok=True)
+    if spec.alias:
+        _notify_deployments(ctx, ns, spec.model_name)
+    return result
+
+
+async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, run_id: str,
+                    run_tags: dict[str, str], data_version: str, attempt: int) -> str:
+    existing = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
+    if existing is not None:
+        return existing.version
+    await ctx.mlflow.ensure_registered_model(spec.model_name)
+    source = run_tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/model"
+    model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
+    meta = body["metadata"]
+    tags = {
+        TAG_RUN: f"{meta['namespace']}/{meta['name']}",
+        TAG_UID: meta["uid"],
+        TAG_ATTEMPT: str(attempt),
+        TAG_DATASET: spec.dataset_ref.name,
+        TAG_DATASET_VERSION: data_version,
+        "dockyard.mlflow_run_id": run_id,
+    }
+    try:
+        created = await ctx.mlflow.create_version(spec.model_name, source, run_id, tags, model_id=model_id)
+    except MlflowError:
+        # A lost response to an earlier create may have registered it after all.
+        again = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
+        if again is None:
+            raise
+        return again.version
+    metrics.MODEL_VERSIONS_REGISTERED.labels(model=spec.model_name).inc()
+    await ctx.events.emit(body, "Normal", "ModelRegistered",
+                          f"registered {spec.model_name} version {created.version}")
+    return created.version
+
+
+def _data_version(spec: TrainingRunSpec, dataset: dict[str, Any] | None) -> tuple[str | None, tuple[str, str] | None]:
+    ref = spec.dataset_ref
+    if dataset is None:
+        return None, ("DatasetNotFound", f"Dataset {ref.name!r} does not exist")
+    ds_status = dataset.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in ds_status.get("conditions") or [])
+    if not ready or not ds_status.get("version"):
+        return None, ("DatasetNotReady", f"Dataset {ref.name!r} is {ds_status.get('phase') or 'not ready'}")
+    current = str(ds_status["version"])
+    if ref.version and ref.version != current:
+        return None, ("DatasetVersionMismatch",
+                      f"pinned version {ref.version[:19]}… is not the Dataset's current data ({current[:19]}…)")
+    return current, None
+
+
+def _should_retrain(spec: TrainingRunSpec, status: dict[str, Any], dataset: dict[str, Any] | None) -> bool:
+    if not (spec.retrain and spec.retrain.on_dataset_change) or spec.dataset_ref.version:
+        return False
+    version, waiting = _data_version(spec, dataset)
+    return waiting is None and version is not None and version != status.get("datasetVersion")
+
+
+async def _start_new_attempt(ctx: Context, body: dict[str, Any], status: dict[str, Any],
+                             dataset: dict[str, Any] | None) -> Result:
+    attempt = int(status.get("attempt") or 1) + 1
+    new_version = str(((dataset or {}).get("status") or {}).get("version"))
+    for key in ("mlflowRunId", "jobName", "metrics", "modelVersion", "modelUri", "startTime", "completionTime",
+                "experimentId"):
+        status.pop(key, None)
+    status["attempt"] = attempt
+    status["datasetVersion"] = new_version
+    status["conditions"] = [c for c in status.get("conditions") or []
+                            if c.get("type") not in ("Trained", "Registered")]
+    await ctx.events.emit(body, "Normal", "Retraining",
+                          f"Dataset changed to {new_version[:19]}…: starting attempt {attempt}")
+    return await _progress(ctx, body, status, "Pending", "DatasetChanged",
+                           f"attempt {attempt} for dataset version {new_version[:19]}…", data_ready=True,
+                           requeue=0.0)
+
+
+async def _progress(ctx: Context, body: dict[str, Any], status: dict[str, Any], phase: str, reason: str,
+                    message: str, *, data_ready: bool, requeue: float | None) -> Result:
+    gen = generation(body)
+    status = _clear_mlflow_outage(status, gen)
+    if not data_ready:
+        status["conditions"] = set_condition(status.get("conditions"), "DataReady", "False", reason, message, gen)
+    status.update(phase=phase, observedGeneration=gen, message=message)
+    status["conditions"] = summarize(status.get("conditions"), ready=None if data_ready else False,
+                                     reason=reason, message=message, generation=gen)
+    await _write(ctx, body, status)
+    return Result(requeue_after=requeue)
+
+
+async def _terminal(ctx: Context, body: dict[str, Any], status: dict[str, Any], phase: str, reason: str,
+                    message: str, *, ok: bool) -> Result:
+    gen = generation(body)
+    status = _clear_mlflow_outage(status, gen)
+    now = now_rfc3339()
+    status.update(phase=phase, observedGeneration=gen, message=message, completionTime=now)
+    status["conditions"] = summarize(status.get("conditions"), ready=ok, reason=reason, message=message,
+                                     generation=gen, stalled=not ok)
+    history = list(status.get("history") or [])
+    attempt = int(status.get("attempt") or 1)
+    if not any(h.get("attempt") == attempt for h in history):
+        entry = {"attempt": attempt, "datasetVersion": status.get("datasetVersion"),
+                 "mlflowRunId": status.get("mlflowRunId"), "jobName": status.get("jobName"), "result": phase,
+                 "modelVersion": status.get("modelVersion"), "completionTime": now}
+        history.append({k: v for k, v in entry.items() if v is not None})
+    status["history"] = history[-ctx.cfg.history_limit:]
+    await _write(ctx, body, status)
+    return Result()
+
+
+def _clear_mlflow_outage(status: dict[str, Any], gen: int) -> dict[str, Any]:
+    conds = status.get("conditions") or []
+    if any(c.get("type") == "MlflowReachable" and c.get("status") != "True" for c in conds):
+        status["conditions"] = set_condition(conds, "MlflowReachable", "True", "MlflowReachable",
+                                             "MLflow answered again", gen)
+    return status
+
+
+async def _mlflow_down(ctx: Context, body: dict[str, Any], message: str) -> None:
+    status = dict(body.get("status") or {})
+    gen = generation(body)
+    status["conditions"] = set_condition(status.get("conditions"), "MlflowReachable", "False",
+                                         "MlflowUnavailable", message[:500], gen)
+    await _write(ctx, body, status)
+
+
+async def _write(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> None:
+    old = body.get("status")
+    updated = await write_status(ctx, body, status)
+    body.update(updated)
+    await announce_transition(ctx, body, old, status)
+
+
+def _observe_duration(outcome: Any, result: str) -> None:
+    seconds = outcome.duration_seconds
+    if seconds is not None:
+        metrics.TRAINING_DURATION.labels(result=result).observe(seconds)
+
+
+def _notify_deployments(ctx: Context, namespace: str, model_name: str) -> None:
+    """The alias we just moved may be served: let those ModelDeployments re-resolve now."""
+    for md in ctx.cache.by_kind("ModelDeployment", namespace):
+        if (md.get("spec") or {}).get("modelName") == model_name:
+            key = ("ModelDeployment", namespace, md["metadata"]["name"])
+            ctx.memo.setdefault("resolve_now", set()).add(key)
+            ctx.queue.add(key)

@@ -1,0 +1,65 @@
+"""Prometheus metrics of the operator (names follow Prometheus conventions).
+
+Labels stay low-cardinality: kind/result/phase/operation are small enums; only the
+variant-weight gauge carries namespace/name, which is bounded by the number of
+ModelDeployments.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+RECONCILE_TOTAL = Counter(
+    "dockyard_reconcile_total", "Reconciliations by kind and result.", ["kind", "result"]
+)
+RECONCILE_DURATION = Histogram(
+    "dockyard_reconcile_duration_seconds",
+    "Time spent in one reconciliation.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RESOURCES = Gauge("dockyard_resources", "Dockyard objects by kind and phase.", ["kind", "phase"])
+TRAINING_DURATION = Histogram(
+    "dockyard_training_duration_seconds",
+    "Training attempt duration, Job start to end, by result.",
+    ["result"],
+    buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
+)
+MODEL_VERSIONS_REGISTERED = Counter(
+    "dockyard_model_versions_registered_total", "Model versions registered in MLflow.", ["model"]
+)
+MLFLOW_ERRORS = Counter(
+    "dockyard_mlflow_request_errors_total", "Failed MLflow requests by operation.", ["operation"]
+)
+VARIANT_WEIGHT = Gauge(
+    "dockyard_variant_weight",
+    "Configured traffic weight (percent) per ModelDeployment variant.",
+    ["namespace", "name", "variant", "model_version"],
+)
+
+
+class PhaseTracker:
+    """Keeps `dockyard_resources{kind,phase}` exact by remembering each object's phase."""
+
+    def __init__(self) -> None:
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def observe(self, kind: str, key: str, phase: str | None) -> None:
+        old = self._phases.get((kind, key))
+        if old == phase:
+            return
+        if old is not None:
+            RESOURCES.labels(kind=kind, phase=old).dec()
+        if phase is None:
+            self._phases.pop((kind, key), None)
+        else:
+            self._phases[(kind, key)] = phase
+            RESOURCES.labels(kind=kind, phase=phase).inc()
+
+
+PHASES = PhaseTracker()
+
+
+def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    """Expose /metrics on all interfaces (a background thread of prometheus-client)."""
+    start_http_server(port, registry=registry)

@@ -1,0 +1,275 @@
+"""The operator's MLflow client: tracking runs and the Model Registry over MLflow's REST API.
+
+Async (aiohttp) so thousands of TrainingRuns don't each hold a thread, and small: only the
+calls the controllers make. Every method is idempotent or preceded by a search, which is
+what makes registration exactly-once across retries and restarts:
+
+* runs are found again by the TrainingRun uid + attempt tags before one is created;
+* a model version is found again by its source run id before one is created.
+
+Transport failures and 5xx raise :class:`MlflowUnavailable`; the controller turns that into
+an `MlflowReachable=False` condition and retries with backoff. No retries are hidden here,
+so an outage is visible in status at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from . import metrics
+
+
+class MlflowError(Exception):
+    """MLflow answered with an error (4xx other than not-found)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class MlflowUnavailable(Exception):
+    """MLflow could not be reached or answered 5xx."""
+
+
+class MlflowNotFound(MlflowError):
+    pass
+
+
+def _quote_filter(value: str) -> str:
+    """Quote a string literal for an MLflow search filter."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+
+@dataclass
+class VersionInfo:
+    name: str
+    version: str
+    source: str
+    run_id: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class MlflowClient:
+    def __init__(self, tracking_uri: str, *, timeout: float = 15.0, headers: dict[str, str] | None = None):
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = headers or _auth_headers_from_env()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, endpoint: str, operation: str, *, params: dict[str, Any] | None = None,
+                    body: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        url = f"{self.tracking_uri}/api/2.0/mlflow/{endpoint}"
+        try:
+            async with self._session.request(method, url, params=params, json=body) as resp:
+                payload: dict[str, Any] = {}
+                try:
+                    payload = await resp.json(content_type=None) or {}
+                except ValueError:
+                    payload = {}
+                if resp.status >= 500:
+                    metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+                    raise MlflowUnavailable(f"MLflow {operation}: HTTP {resp.status}")
+                if resp.status >= 400:
+                    code = str(payload.get("error_code", ""))
+                    message = str(payload.get("message", ""))[:500]
+                    if resp.status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
+                        raise MlflowNotFound(resp.status, code, message)
+                    metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+                    raise MlflowError(resp.status, code, message)
+                return payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+            raise MlflowUnavailable(f"MLflow {operation}: {exc.__class__.__name__}: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            await self._call("GET", "experiments/get-by-name", "ping", params={"experiment_name": "Default"})
+            return True
+        except MlflowNotFound:
+            return True
+        except (MlflowUnavailable, MlflowError):
+            return False
+
+    # -- experiments and runs ---------------------------------------------------------
+    async def ensure_experiment(self, name: str) -> str:
+        try:
+            data = await self._call("GET", "experiments/get-by-name", "get_experiment",
+                                    params={"experiment_name": name})
+            return str(data["experiment"]["experiment_id"])
+        except MlflowNotFound:
+            pass
+        try:
+            data = await self._call("POST", "experiments/create", "create_experiment", body={"name": name})
+            return str(data["experiment_id"])
+        except MlflowError as exc:
+            if exc.code == "RESOURCE_ALREADY_EXISTS":  # created concurrently
+                data = await self._call("GET", "experiments/get-by-name", "get_experiment",
+                                        params={"experiment_name": name})
+                return str(data["experiment"]["experiment_id"])
+            raise
+
+    async def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
+        """The run carrying all these tags, if one exists (oldest first, for determinism)."""
+        clauses = [f"tags.`{k}` = {_quote_filter(v)}" for k, v in sorted(tags.items())]
+        data = await self._call(
+            "POST",
+            "runs/search",
+            "search_runs",
+            body={
+                "experiment_ids": [experiment_id],
+                "filter": " and ".join(clauses),
+                "max_results": 5,
+                "order_by": ["attributes.start_time ASC"],
+            },
+        )
+        runs = data.get("runs") or []
+        return str(runs[0]["info"]["run_id"]) if runs else None
+
+    async def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+        data = await self._call(
+            "POST",
+            "runs/create",
+            "create_run",
+            body={
+                "experiment_id": experiment_id,
+                "run_name": run_name,
+                "start_time": int(time.time() * 1000),
+                "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            },
+        )
+        return str(data["run"]["info"]["run_id"])
+
+    async def find_or_create_run(self, experiment_id: str, run_name: str, tags: dict[str, str],
+                                 identity: dict[str, str]) -> str:
+        """Exactly one run per identity (TrainingRun uid + attempt), even across crashes."""
+        existing = await self.find_run(experiment_id, identity)
+        if existing:
+            return existing
+        return await self.create_run(experiment_id, run_name, {**tags, **identity})
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        data = await self._call("GET", "runs/get", "get_run", params={"run_id": run_id})
+        run = data["run"]
+        info = run["info"]
+        run_data = run.get("data", {})
+        return RunInfo(
+            run_id=info["run_id"],
+            status=info.get("status", ""),
+            metrics={m["key"]: float(m["value"]) for m in run_data.get("metrics", [])},
+            tags={t["key"]: t.get("value", "") for t in run_data.get("tags", [])},
+            params={p["key"]: p.get("value", "") for p in run_data.get("params", [])},
+            artifact_uri=info.get("artifact_uri", ""),
+        )
+
+    async def set_run_status(self, run_id: str, status: str) -> None:
+        await self._call("POST", "runs/update", "update_run",
+                         body={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
+
+    async def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        await self._call("POST", "runs/set-tag", "set_run_tag", body={"run_id": run_id, "key": key, "value": value})
+
+    # -- registry ---------------------------------------------------------------------
+    async def ensure_registered_model(self, name: str) -> None:
+        try:
+            await self._call("POST", "registered-models/create", "create_registered_model", body={"name": name})
+        except MlflowError as exc:
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    async def find_version_by_run(self, name: str, run_id: str) -> VersionInfo | None:
+        filt = f"name = {_quote_filter(name)} and run_id = {_quote_filter(run_id)}"
+        data = await self._call("GET", "model-versions/search", "search_model_versions",
+                                params={"filter": filt, "max_results": 10})
+        versions = data.get("model_versions") or []
+        if not versions:
+            return None
+        oldest = min(versions, key=lambda v: int(v["version"]))
+        return _version(oldest)
+
+    async def create_version(self, name: str, source: str, run_id: str, tags: dict[str, str],
+                             model_id: str | None = None) -> VersionInfo:
+        body: dict[str, Any] = {
+            "name": name,
+            "source": source,
+            "run_id": run_id,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        if model_id:
+            body["model_id"] = model_id
+        data = await self._call("POST", "model-versions/create", "create_model_version", body=body)
+        return _version(data["model_version"])
+
+    async def get_version(self, name: str, version: str) -> VersionInfo | None:
+        try:
+            data = await self._call("GET", "model-versions/get", "get_model_version",
+                                    params={"name": name, "version": version})
+        except MlflowNotFound:
+            return None
+        return _version(data["model_version"])
+
+    async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        await self._call("POST", "model-versions/set-tag", "set_model_version_tag",
+                         body={"name": name, "version": version, "key": key, "value": value})
+
+    async def set_alias(self, name: str, alias: str, version: str) -> None:
+        await self._call("POST", "registered-models/alias", "set_alias",
+                         body={"name": name, "alias": alias, "version": version})
+
+    async def get_alias(self, name: str, alias: str) -> str | None:
+        try:
+            data = await self._call("GET", "registered-models/alias", "get_alias",
+                                    params={"name": name, "alias": alias})
+        except MlflowNotFound:
+            return None
+        except MlflowError as exc:
+            if exc.code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                return None
+            raise
+        return str(data["model_version"]["version"])
+
+
+def _version(raw: dict[str, Any]) -> VersionInfo:
+    return VersionInfo(
+        name=raw["name"],
+        version=str(raw["version"]),
+        source=raw.get("source", ""),
+        run_id=raw.get("run_id", ""),
+        status=raw.get("status", ""),
+        tags={t["key"]: t.get("value", "") for t in raw.get("tags", [])},
+    )
+
+
+def _auth_headers_from_env() -> dict[str, str]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        cred = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+    return {}

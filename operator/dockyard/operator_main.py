@@ -1,0 +1,204 @@
+"""`dockyard operator`: wire kopf's watches, peering and probes to the Dockyard controllers.
+
+kopf handlers here are deliberately thin: every watch event goes to :meth:`Runtime.observe`
+(cache + queue); the controllers in :mod:`dockyard.controllers` do the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from . import __version__, metrics
+from .config import OperatorConfig
+from .controllers import dataset, modeldeployment, trainingrun
+from .controllers.base import Cache, Context, EventRecorder, Runtime, WorkQueue
+from .kube import KubeClient
+from .labels import MANAGED_BY
+from .mlflow_client import MlflowClient
+
+log = logging.getLogger("dockyard")
+
+GROUP_VERSION = "dockyard.dev/v1alpha1"
+CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorRegistry:
+    """A fresh registry whose handlers feed one Runtime (kept in `state['runtime']`)."""
+    registry = kopf.SmartOperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # we post our own Events, with our own reasons
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+        kube = KubeClient.from_environment()
+        ctx = Context(kube=kube, mlflow=MlflowClient(cfg.mlflow_tracking_uri), cfg=cfg, cache=Cache(),
+                      queue=WorkQueue(), events=EventRecorder(kube))
+        runtime = Runtime(ctx)
+        runtime.register(dataset.KIND, dataset.reconcile)
+        runtime.register(trainingrun.KIND, trainingrun.reconcile)
+        runtime.register(modeldeployment.KIND, modeldeployment.reconcile)
+        await runtime.start(cfg.workers)
+        state["runtime"] = runtime
+        log.info("dockyard %s started; MLflow at %s", __version__, cfg.mlflow_tracking_uri)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        runtime: Runtime | None = state.pop("runtime", None)
+        if runtime is not None:
+            await runtime.stop()
+            await runtime.ctx.kube.close()
+            await runtime.ctx.mlflow.close()
+
+    def _runtime() -> Runtime:
+        runtime: Runtime | None = state.get("runtime")
+        if runtime is None:
+            raise kopf.TemporaryError("operator not started yet", delay=1)
+        return runtime
+
+    @kopf.on.event(GROUP_VERSION, "datasets", registry=registry)
+    def on_dataset(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        runtime = _runtime()
+        raw = dict(body)
+        runtime.observe(dataset.KIND, event.get("type"), raw)
+        # Dependents: TrainingRuns reading this Dataset.
+        ns, name = raw["metadata"].get("namespace"), raw["metadata"].get("name")
+        for tr in runtime.ctx.cache.by_kind(trainingrun.KIND, ns):
+            if ((tr.get("spec") or {}).get("datasetRef") or {}).get("name") == name:
+                runtime.ctx.queue.add((trainingrun.KIND, ns, tr["metadata"]["name"]))
+
+    @kopf.on.event(GROUP_VERSION, "trainingruns", registry=registry)
+    def on_trainingrun(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        _runtime().observe(trainingrun.KIND, event.get("type"), dict(body))
+
+    @kopf.on.event(GROUP_VERSION, "modeldeployments", registry=registry)
+    def on_modeldeployment(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        _runtime().observe(modeldeployment.KIND, event.get("type"), dict(body))
+        if event.get("type") == "DELETED":
+            modeldeployment.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+
+    @kopf.on.event("batch/v1", "jobs", labels=CHILD_LABELS, registry=registry)
+    def on_job(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        _on_child(_runtime(), "Job", event, dict(body))
+
+    @kopf.on.event("apps/v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    def on_deployment(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        _on_child(_runtime(), "Deployment", event, dict(body))
+
+    @kopf.on.probe(id="api", registry=registry)
+    async def api_probe(**_: Any) -> str:
+        runtime = _runtime()
+        await runtime.ctx.kube.request("GET", "/version")  # raises: liveness fails, Pod restarts
+        return "ok"
+
+    @kopf.on.probe(id="mlflow", registry=registry)
+    async def mlflow_probe(**_: Any) -> str:
+        # Reported, never fatal: restarting the operator does not bring MLflow back.
+        runtime = _runtime()
+        return "reachable" if await runtime.ctx.mlflow.ping() else "unreachable"
+
+    @kopf.on.probe(id="queue", registry=registry)
+    def queue_probe(**_: Any) -> int:
+        return len(_runtime().ctx.queue)
+
+    return registry
+
+
+def _on_child(runtime: Runtime, kind: str, event: dict[str, Any], body: dict[str, Any]) -> None:
+    meta = body.get("metadata", {})
+    key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+    if event.get("type") == "DELETED":
+        runtime.ctx.cache.drop(key)
+    else:
+        runtime.ctx.cache.put(key, body)
+    runtime.enqueue_owner(body)
+
+
+async def run(
+    *,
+    cfg: OperatorConfig,
+    namespaces: Sequence[str] = (),
+    clusterwide: bool = True,
+    standalone: bool = False,
+    peering_name: str | None = None,
+    liveness_endpoint: str | None = None,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until `stop_flag` is set (or the task is cancelled)."""
+    state: dict[str, Any] = {}
+    registry = build_registry(state, cfg)
+    await kopf.operator(
+        registry=registry,
+        clusterwide=clusterwide and not namespaces,
+        namespaces=list(namespaces),
+        standalone=standalone,
+        peering_name=peering_name,
+        liveness_endpoint=liveness_endpoint,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def configure_logging(log_format: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dockyard operator", description="Run the Dockyard operator.")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering (single instance)")
+    peering.add_argument("--peering", default=None, help="kopf peering object name (default: 'default')")
+    parser.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (0 = disabled)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(list(argv))
+
+    cfg = OperatorConfig.from_env()
+    configure_logging(cfg.log_format, args.verbose)
+    port = cfg.metrics_port if args.metrics_port is None else args.metrics_port
+    if port:
+        metrics.serve(port)
+    asyncio.run(run(
+        cfg=cfg,
+        namespaces=args.namespace,
+        clusterwide=not args.namespace,
+        standalone=args.standalone,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    ))
+    return 0
