@@ -6,6 +6,4 @@ from __future__ import annotations
 import pathlib
 
 _PLUGINS = pathlib.Path(__file__).parent / "plugins"
-pytest_plugins = sorted(
-    f"tests.plugins.{p.stem}" for p in _PLUGINS.glob("*.py") if p.stem != "__init__"
-)
+pytest_plugins = sorted(f"tests.plugins.{p.stem}" for p in _PLUGINS.glob("*.py") if p.stem != "__init__")

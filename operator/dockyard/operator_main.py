@@ -32,7 +32,12 @@ CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorRegistry:
     """A fresh registry whose handlers feed one Runtime (kept in `state['runtime']`)."""
-    registry = kopf.SmartOperatorRegistry()
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # Same sources as kubectl: in-cluster service account, else KUBECONFIG.
+        return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:

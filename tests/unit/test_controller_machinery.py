@@ -44,7 +44,10 @@ async def test_delayed_keys_fire_once_and_earliest_wins() -> None:
 
 def test_status_patch_only_when_different() -> None:
     assert status_patch({"phase": "Ready"}, {"phase": "Ready"}) is None
-    assert status_patch({"phase": "Running", "jobName": "j"}, {"phase": "Ready"}) == {"phase": "Ready", "jobName": None}
+    assert status_patch({"phase": "Running", "jobName": "j"}, {"phase": "Ready"}) == {
+        "phase": "Ready",
+        "jobName": None,
+    }
     assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
 
 
@@ -68,15 +71,21 @@ def test_summarize_follows_kstatus() -> None:
 
 
 def test_needs_apply_compares_spec_hash() -> None:
-    desired = stamp_spec_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1}})
+    desired = stamp_spec_hash(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1}}
+    )
     assert needs_apply(None, desired)
     existing = {"metadata": {"annotations": dict(desired["metadata"]["annotations"])}, "status": {"x": 1}}
     assert not needs_apply(existing, desired)
-    changed = stamp_spec_hash({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 2}})
+    changed = stamp_spec_hash(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 2}}
+    )
     assert needs_apply(existing, changed)
 
 
-@pytest.mark.parametrize("raw,expected", [("1.0.0", "1.0.0"), ("a b/c", "a-b-c"), ("-x-", "x"), ("v" * 70, "v" * 63)])
+@pytest.mark.parametrize(
+    "raw,expected", [("1.0.0", "1.0.0"), ("a b/c", "a-b-c"), ("-x-", "x"), ("v" * 70, "v" * 63)]
+)
 def test_label_value_is_always_valid(raw: str, expected: str) -> None:
     assert label_value(raw) == expected
 

@@ -21,27 +21,47 @@ CFG = OperatorConfig(mlflow_tracking_uri_for_pods="http://mlflow.dockyard:5000",
 
 
 def owner(kind: str, name: str = "iris") -> dict:
-    return {"apiVersion": "dockyard.dev/v1alpha1", "kind": kind,
-            "metadata": {"name": name, "namespace": "team-a", "uid": "u-1"}}
+    return {
+        "apiVersion": "dockyard.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "team-a", "uid": "u-1"},
+    }
 
 
-DATASET = DatasetSpec.model_validate({
-    "source": {"uri": "file:///data/iris.csv", "format": "csv",
-               "volume": {"configMap": {"name": "iris-data"}, "mountPath": "/data"}},
-    "schema": {"target": "species", "columns": [{"name": "species", "type": "string"}]},
-})
-S3_DATASET = DatasetSpec.model_validate({
-    "source": {"uri": "s3://bucket/iris.parquet", "format": "parquet", "credentialsSecretRef": {"name": "s3-creds"}},
-})
-TRAIN = TrainingRunSpec.model_validate({
-    "datasetRef": {"name": "iris"},
-    "modelName": "iris-classifier",
-    "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
-                              "hyperparameters": {"n_estimators": 50, "max_depth": None, "criterion": "gini"}}},
-    "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}, "gpus": 1},
-    "backoffLimit": 2,
-    "activeDeadlineSeconds": 600,
-})
+DATASET = DatasetSpec.model_validate(
+    {
+        "source": {
+            "uri": "file:///data/iris.csv",
+            "format": "csv",
+            "volume": {"configMap": {"name": "iris-data"}, "mountPath": "/data"},
+        },
+        "schema": {"target": "species", "columns": [{"name": "species", "type": "string"}]},
+    }
+)
+S3_DATASET = DatasetSpec.model_validate(
+    {
+        "source": {
+            "uri": "s3://bucket/iris.parquet",
+            "format": "parquet",
+            "credentialsSecretRef": {"name": "s3-creds"},
+        },
+    }
+)
+TRAIN = TrainingRunSpec.model_validate(
+    {
+        "datasetRef": {"name": "iris"},
+        "modelName": "iris-classifier",
+        "trainer": {
+            "estimator": {
+                "class": "sklearn.ensemble.RandomForestClassifier",
+                "hyperparameters": {"n_estimators": 50, "max_depth": None, "criterion": "gini"},
+            }
+        },
+        "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}, "gpus": 1},
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": 600,
+    }
+)
 
 
 def env_of(container: dict) -> dict[str, str]:
@@ -73,8 +93,16 @@ def test_profile_job_mounts_configmap_and_passes_spec() -> None:
 
 
 def test_training_job_env_contract_resources_and_security() -> None:
-    job = build_training_job(owner("TrainingRun", "iris-rf"), TRAIN, DATASET, attempt=2, run_id="r123",
-                             experiment_id="7", dataset_version="sha256:" + "a" * 64, cfg=CFG)
+    job = build_training_job(
+        owner("TrainingRun", "iris-rf"),
+        TRAIN,
+        DATASET,
+        attempt=2,
+        run_id="r123",
+        experiment_id="7",
+        dataset_version="sha256:" + "a" * 64,
+        cfg=CFG,
+    )
     assert job["metadata"]["name"] == training_job_name("iris-rf", 2) == "iris-rf-train-2"
     spec = job["spec"]
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 600
@@ -86,9 +114,16 @@ def test_training_job_env_contract_resources_and_security() -> None:
     assert env["DOCKYARD_DATASET_VERSION"] == "sha256:" + "a" * 64
     assert env["DOCKYARD_TARGET"] == "species"
     assert env["DOCKYARD_ATTEMPT"] == "2"
-    assert json.loads(env["DOCKYARD_HYPERPARAMETERS"]) == {"n_estimators": 50, "max_depth": None, "criterion": "gini"}
+    assert json.loads(env["DOCKYARD_HYPERPARAMETERS"]) == {
+        "n_estimators": 50,
+        "max_depth": None,
+        "criterion": "gini",
+    }
     assert env["DOCKYARD_HP_N_ESTIMATORS"] == "50" and env["DOCKYARD_HP_CRITERION"] == "gini"
-    assert container["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "1"},
+        "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"},
+    }
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
@@ -98,13 +133,30 @@ def test_training_job_env_contract_resources_and_security() -> None:
 
 
 def test_custom_trainer_keeps_exec_form_and_contract_wins() -> None:
-    spec = TrainingRunSpec.model_validate({
-        "datasetRef": {"name": "iris"}, "modelName": "m",
-        "trainer": {"custom": {"image": "me/trainer:1", "command": ["python", "train.py"], "args": ["--x", "$(rm -rf)"],
-                               "env": [{"name": "MLFLOW_RUN_ID", "value": "spoof"}, {"name": "EXTRA", "value": "1"}]}},
-    })
-    job = build_training_job(owner("TrainingRun"), spec, S3_DATASET, attempt=1, run_id="real", experiment_id="1",
-                             dataset_version="sha256:" + "b" * 64, cfg=CFG)
+    spec = TrainingRunSpec.model_validate(
+        {
+            "datasetRef": {"name": "iris"},
+            "modelName": "m",
+            "trainer": {
+                "custom": {
+                    "image": "me/trainer:1",
+                    "command": ["python", "train.py"],
+                    "args": ["--x", "$(rm -rf)"],
+                    "env": [{"name": "MLFLOW_RUN_ID", "value": "spoof"}, {"name": "EXTRA", "value": "1"}],
+                }
+            },
+        }
+    )
+    job = build_training_job(
+        owner("TrainingRun"),
+        spec,
+        S3_DATASET,
+        attempt=1,
+        run_id="real",
+        experiment_id="1",
+        dataset_version="sha256:" + "b" * 64,
+        cfg=CFG,
+    )
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "me/trainer:1"
     assert container["command"] == ["python", "train.py"]
@@ -128,7 +180,15 @@ def test_spec_hash_changes_with_content_only() -> None:
 def test_gpu_limit(gpus: int | None, expected: str | None) -> None:
     raw = TRAIN.model_dump(by_alias=True, exclude_none=True)
     raw["resources"] = {"gpus": gpus} if gpus is not None else {}
-    job = build_training_job(owner("TrainingRun"), TrainingRunSpec.model_validate(raw), DATASET, attempt=1,
-                             run_id="r", experiment_id="1", dataset_version="sha256:" + "c" * 64, cfg=CFG)
+    job = build_training_job(
+        owner("TrainingRun"),
+        TrainingRunSpec.model_validate(raw),
+        DATASET,
+        attempt=1,
+        run_id="r",
+        experiment_id="1",
+        dataset_version="sha256:" + "c" * 64,
+        cfg=CFG,
+    )
     res = job["spec"]["template"]["spec"]["containers"][0].get("resources", {})
     assert res.get("limits", {}).get("nvidia.com/gpu") == expected

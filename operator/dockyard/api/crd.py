@@ -45,7 +45,11 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in node:
         name = node["$ref"].split("/")[-1]
         merged = dict(defs[name])
-        merged.update({k: v for k, v in node.items() if k != "$ref"})
+        for key, value in node.items():
+            if key == "x-kubernetes-validations":  # the model's rules and the field's rules
+                merged[key] = merged.get(key, []) + value
+            elif key != "$ref":
+                merged[key] = value
         return merged
     return node
 
@@ -77,12 +81,16 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             if default is not None:
                 inner["default"] = default
             return inner
-        # A union of scalars (e.g. allowed values): int-or-string keeps it structural.
+        # A union of scalars. int-or-string fits exactly {integer, string}: the API server
+        # rejects any other type under it (a float or bool hyperparameter, say). A wider union
+        # has no structural type: keep the value untyped and let pydantic check it.
         out = {k: v for k, v in extras.items()}
-        if node.get("x-kubernetes-int-or-string") or all(
-            o.get("type") in ("string", "integer", "number", "boolean") for o in options
-        ):
+        kinds = {o.get("type") for o in options}
+        if node.get("x-kubernetes-int-or-string") or kinds == {"integer", "string"}:
             out["x-kubernetes-int-or-string"] = True
+            return out
+        if kinds <= {"string", "integer", "number", "boolean"}:
+            out["x-kubernetes-preserve-unknown-fields"] = True
             return out
         raise ValueError(f"cannot make a structural schema from anyOf {options!r}")
 

@@ -100,7 +100,6 @@ class ColumnSpec(ApiModel):
         default=None,
         description="If set, every non-missing value must be one of these.",
         max_length=1000,
-        json_schema_extra={"items": {"x-kubernetes-int-or-string": True}},
     )
 
 
@@ -200,4 +199,4 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
-__all__ = ["DNS_LABEL", "DatasetSpec", "DatasetStatus", "VALID_PHASES"]
+__all__ = ["DNS_LABEL", "VALID_PHASES", "DatasetSpec", "DatasetStatus"]

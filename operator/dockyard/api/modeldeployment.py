@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     DNS_LABEL,
@@ -17,7 +17,7 @@ from .common import (
     cel,
     schema_extra,
 )
-from .trainingrun import MLFLOW_ALIAS
+from .trainingrun import MLFLOW_ALIAS, check_alias
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
@@ -54,12 +54,17 @@ class Variant(ApiModel):
         description="MLflow alias (e.g. champion); re-resolved periodically.",
     )
     weight: int = Field(
-        default=0, ge=0, le=1000, description="Relative share of traffic; weights need not add to 100."
+        default=1,
+        ge=0,
+        le=1000,
+        description="Relative share of traffic (default 1, so unweighted variants split evenly); 0 = no traffic.",
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Serving replicas for this variant.")
     resources: ResourceRequirements | None = Field(
         default=None, description="Resources of the serving container."
     )
+
+    _alias_not_reserved = field_validator("alias")(check_alias)
 
     @model_validator(mode="after")
     def _version_xor_alias(self) -> Variant:
@@ -90,18 +95,10 @@ class GatewayRouter(ApiModel):
     parent_refs: list[ParentRef] = Field(
         default_factory=list, max_length=32, description="Gateways to attach the HTTPRoute to."
     )
-    hostnames: list[str] | None = Field(
+    # The pattern on each item (not a validator) so the CRD schema rejects bad hostnames too.
+    hostnames: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] | None = Field(
         default=None, max_length=16, description="Hostnames matched by the HTTPRoute."
     )
-
-    @model_validator(mode="after")
-    def _hostnames(self) -> GatewayRouter:
-        import re
-
-        for host in self.hostnames or []:
-            if len(host) > 253 or not re.fullmatch(HOSTNAME, host):
-                raise ValueError(f"invalid hostname {host!r}")
-        return self
 
 
 class IstioRouter(ApiModel):
@@ -169,15 +166,16 @@ class ModelDeploymentSpec(ApiModel):
         default=None, max_length=512, description="Override the serving runtime image."
     )
 
-    @model_validator(mode="after")
-    def _variants(self) -> ModelDeploymentSpec:
-        names = [v.name for v in self.variants]
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"variant names must be unique (repeated: {', '.join(dupes)})")
-        if not any(v.weight > 0 for v in self.variants):
+        if not any(v.weight > 0 for v in variants):
             raise ValueError("at least one variant needs a weight above 0")
-        return self
+        return variants
 
     def weight_percentages(self) -> dict[str, float]:
         total = sum(v.weight for v in self.variants)

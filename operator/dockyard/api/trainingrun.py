@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     DNS_SUBDOMAIN,
@@ -24,10 +25,20 @@ SHORT_NAMES = ["tr"]
 IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MLFLOW_ALIAS = r"^[A-Za-z][A-Za-z0-9_-]*$"
+# MLflow refuses to set these aliases: `latest` (any case) and version-like `v3`.
+RESERVED_ALIAS = r"[vV][0-9]+"
 # Hyperparameter names become env var suffixes and MLflow param keys.
 PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 HyperValue = str | int | float | bool | None
+
+
+def check_alias(value: str | None) -> str | None:
+    """Refuse the aliases MLflow reserves: `latest` (any case) and version-like `v3`."""
+    if value is not None and (value.lower() == "latest" or re.fullmatch(RESERVED_ALIAS, value)):
+        raise ValueError(f"alias {value!r} is reserved by MLflow")
+    return value
+
 
 IMMUTABLE = cel("self == oldSelf", "is immutable; create a new TrainingRun instead")
 
@@ -54,14 +65,10 @@ class EstimatorTrainer(ApiModel):
     )
     hyperparameters: dict[str, HyperValue] | None = Field(
         default=None,
-        description="Keyword arguments for the estimator; values are coerced to the types it expects.",
-        json_schema_extra=schema_extra(
-            cel(
-                "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
-                "hyperparameter names must be Python identifiers",
-            ),
-            preserve_unknown=True,
-        ),
+        # Names are checked by the validator below, not by CEL: a regex over the keys of an
+        # unbounded map exceeds the API server's estimated CEL cost budget, which would make
+        # the whole CRD fail to install.
+        description="Keyword arguments for the estimator (scalar values); coerced to the types it expects.",
     )
     task: Literal["auto", "classification", "regression"] = Field(
         default="auto", description="Which metrics to compute; auto infers from the estimator."
@@ -73,8 +80,6 @@ class EstimatorTrainer(ApiModel):
 
     @model_validator(mode="after")
     def _param_names(self) -> EstimatorTrainer:
-        import re
-
         for key in self.hyperparameters or {}:
             if not re.fullmatch(PARAM_NAME, key):
                 raise ValueError(f"hyperparameter name {key!r} must be a Python identifier")
@@ -150,9 +155,19 @@ class RetryPolicy(ApiModel):
 class TrainingRunSpec(ApiModel):
     """Desired state of a TrainingRun.
 
-    Everything except `retrain` is immutable once created: a TrainingRun is a record of
-    what was trained; change the recipe by creating a new one.
+    datasetRef, modelName, trainer and resources are immutable once created: a TrainingRun
+    is a record of what was trained; change the recipe by creating a new one.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            # `self == oldSelf` on an optional field only runs when both sides have it.
+            cel(
+                "has(self.resources) == has(oldSelf.resources)",
+                "resources is immutable; create a new TrainingRun instead",
+            )
+        )
+    )
 
     dataset_ref: DatasetRef = Field(
         description="The Dataset to train on.", json_schema_extra=schema_extra(IMMUTABLE)
@@ -189,11 +204,10 @@ class TrainingRunSpec(ApiModel):
     )
     retrain: RetryPolicy | None = Field(default=None, description="Retraining policy.")
 
-    @model_validator(mode="after")
-    def _alias_not_reserved(self) -> TrainingRunSpec:
-        if self.alias is not None and self.alias.lower() == "latest":
-            raise ValueError("alias 'latest' is reserved by MLflow")
-        return self
+    @field_validator("alias")
+    @classmethod
+    def _alias_not_reserved(cls, value: str | None) -> str | None:
+        return check_alias(value)
 
 
 class Attempt(ApiModel):

@@ -21,6 +21,8 @@ from .common import announce_transition, invalid_status, job_outcome, parse_spec
 
 KIND = "Dataset"
 TERMINAL = ("Ready", "Invalid", "Failed")
+# Floor for refreshInterval: "0s" is valid syntax but would re-profile in a tight loop.
+MIN_REFRESH_SECONDS = 10
 
 
 async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
@@ -118,7 +120,8 @@ def _refresh_due_in(spec: DatasetSpec, status: dict[str, Any]) -> float | None:
         return None
     last = datetime.fromisoformat(str(status["lastChecked"]).replace("Z", "+00:00"))
     elapsed = (datetime.now(UTC) - last).total_seconds()
-    return max(parse_duration(spec.refresh_interval) - elapsed, 0.0)
+    interval = max(parse_duration(spec.refresh_interval), MIN_REFRESH_SECONDS)
+    return max(interval - elapsed, 0.0)
 
 
 async def _missing_reference(ctx: Context, ns: str, spec: DatasetSpec) -> tuple[str, str] | None:

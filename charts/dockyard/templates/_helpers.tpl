@@ -1,0 +1,201 @@
+{{/* Chart name, for app.kubernetes.io/name. */}}
+{{- define "dockyard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Prefix of every object name: the release name (so `helm install dockyard` gives
+dockyard-operator, dockyard-mlflow, ...). Truncated to leave room for suffixes.
+*/}}
+{{- define "dockyard.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dockyard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "dockyard.labels" -}}
+helm.sh/chart: {{ include "dockyard.chart" . }}
+app.kubernetes.io/name: {{ include "dockyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dockyard
+{{- end -}}
+
+{{/* Selector labels of a component: include "dockyard.selectorLabels" (list . "operator") */}}
+{{- define "dockyard.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "dockyard.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "dockyard.componentLabels" -}}
+{{ include "dockyard.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{/* Image reference: include "dockyard.image" (list $ .Values.images.operator) */}}
+{{- define "dockyard.image" -}}
+{{- $root := index . 0 -}}
+{{- $img := index . 1 -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dockyard.operator.serviceAccountName" -}}
+{{- default (printf "%s-operator" (include "dockyard.fullname" .)) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* true when the operator watches a list of namespaces rather than the whole cluster. */}}
+{{- define "dockyard.namespaced" -}}
+{{- if .Values.watch.namespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+ServiceAccount of Job/serving Pods ("" = each namespace's default ServiceAccount).
+*/}}
+{{- define "dockyard.workloadServiceAccountName" -}}
+{{- if .Values.workloadServiceAccount.name -}}
+{{- .Values.workloadServiceAccount.name -}}
+{{- else if include "dockyard.namespaced" . -}}
+dockyard-workload
+{{- end -}}
+{{- end -}}
+
+{{- define "dockyard.peeringName" -}}
+{{- default (include "dockyard.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/* The embedded MLflow server runs unless an external URI is given. */}}
+{{- define "dockyard.mlflow.embedded" -}}
+{{- if not .Values.mlflow.external.uri -}}true{{- end -}}
+{{- end -}}
+
+{{- define "dockyard.mlflow.fullname" -}}
+{{- printf "%s-mlflow" (include "dockyard.fullname" .) -}}
+{{- end -}}
+
+{{/* In-cluster FQDN of the embedded MLflow Service (reachable from every namespace). */}}
+{{- define "dockyard.mlflow.host" -}}
+{{- printf "%s.%s.svc.%s" (include "dockyard.mlflow.fullname" .) .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+
+{{/* MLflow URL the operator uses. */}}
+{{- define "dockyard.mlflow.uri" -}}
+{{- if .Values.mlflow.external.uri -}}
+{{- .Values.mlflow.external.uri -}}
+{{- else -}}
+{{- printf "http://%s:%d" (include "dockyard.mlflow.host" .) (int .Values.mlflow.service.port) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* MLflow URL the Job/serving Pods use. */}}
+{{- define "dockyard.mlflow.podUri" -}}
+{{- if and .Values.mlflow.external.uri .Values.mlflow.external.podUri -}}
+{{- .Values.mlflow.external.podUri -}}
+{{- else -}}
+{{- include "dockyard.mlflow.uri" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Routers enabled in values, as the comma list DOCKYARD_ENABLED_ROUTERS expects. */}}
+{{- define "dockyard.enabledRouters" -}}
+{{- $enabled := list -}}
+{{- range $name := list "builtin" "gateway" "istio" "seldon" -}}
+{{- if index $.Values.routers $name -}}
+{{- $enabled = append $enabled $name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $enabled -}}
+{{- end -}}
+
+{{/*
+Pod- and container-level security contexts shared by the chart's Pods: non-root,
+no privilege escalation, read-only root filesystem, no capabilities, RuntimeDefault seccomp.
+*/}}
+{{- define "dockyard.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "dockyard.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Namespaced RBAC rules of the operator (used by the ClusterRole in cluster scope and by the
+Role in every watched namespace in namespaced scope). Argument: the root context.
+*/}}
+{{- define "dockyard.rbac.namespacedRules" -}}
+# Dockyard's own kinds: kopf watches them and patches finalizers/annotations.
+- apiGroups: ["dockyard.dev"]
+  resources: ["datasets", "trainingruns", "modeldeployments"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["dockyard.dev"]
+  resources: ["datasets/status", "trainingruns/status", "modeldeployments/status"]
+  verbs: ["get", "patch", "update"]
+# Profiling and training Jobs.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Job Pods: read their state and the logs of a failed one (for the status message).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# Serving and builtin-router Deployments.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Serving/router Services and the router's nginx ConfigMap.
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Only to check that a Secret referenced by a spec exists: never list or watch.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Kubernetes Events on phase transitions and errors.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- if .Values.routers.gateway }}
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end }}
+{{- if .Values.routers.istio }}
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end }}
+{{- if .Values.routers.seldon }}
+- apiGroups: ["machinelearning.seldon.io"]
+  resources: ["seldondeployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end }}
+{{- end -}}

@@ -1,0 +1,363 @@
+"""The builtin router: nginx in front of the variant Services, splitting traffic by weight.
+
+How a request is routed (the rendered config is the reference):
+
+1. Split key. Without ``spec.router.sticky`` the key is ``$request_id`` (16 random bytes per
+   request), so every request is drawn independently. With ``sticky.header: X-User-Id`` the
+   key is the header's value, so one user always lands on the same variant while the weights
+   stay the same. A request that lacks the sticky header (or sends it empty) falls back to
+   ``$request_id``: it is split at random by the same weights, never refused and never piled
+   onto one variant.
+2. ``split_clients`` hashes ``"<model>:<key>"`` (MurmurHash2) into the weight buckets. The
+   model name salts the hash so two experiments on different models do not put the same
+   users in the same buckets. Shares are the weights normalised to hundredths of a percent
+   by largest remainder (exactly 10000 units); every positive share but the last is written
+   as a percentage, the last as ``*`` so the buckets cover the whole hash space with no gap.
+   Weight-0 variants get no bucket (nginx reads ``0%`` as "the rest", so it is never written).
+3. Force header (``spec.router.forceHeader``, default ``X-Dockyard-Variant``): a value that is
+   exactly a variant name (case-insensitive) routes to that variant, weight 0 included;
+   any other value is ignored and the request is split as usual.
+4. The response carries ``X-Dockyard-Variant``, ``X-Dockyard-Model-Version`` (and
+   ``X-Dockyard-Model``), set by the router even on errors; same-named headers from the
+   backend are dropped first so a backend cannot spoof them.
+
+Every user-derived string is validated by the API models and checked again here against a
+strict pattern (``ValueError`` on mismatch). ``map`` keys are written with a leading
+backslash so a variant called ``default``, ``include``, ``hostnames`` or ``volatile`` is a
+plain key, not an nginx map keyword.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..api.modeldeployment import ModelDeploymentSpec
+from ..config import OperatorConfig
+from ..labels import (
+    CONFIG_HASH_ANNOTATION,
+    MODEL_LABEL,
+    content_hash,
+    owner_reference,
+    stamp_spec_hash,
+    standard_labels,
+)
+from .common import (
+    MODEL_RESPONSE_HEADER,
+    OWNER_KIND,
+    ROUTER_COMPONENT,
+    ROUTER_CONTAINER_PORT,
+    ROUTER_SERVICE_PORT,
+    VARIANT_RESPONSE_HEADER,
+    VERSION_RESPONSE_HEADER,
+    check_resolved,
+    check_variants,
+    format_percent,
+    http_port,
+    nginx_header_variable,
+    owner_name_ns,
+    percent_units,
+    require_abs_path,
+    require_header_name,
+    require_model_name,
+    require_upstream,
+    require_variant_name,
+    require_version,
+    router_name,
+    router_selector,
+    router_service_name,
+    variant_fqdn,
+)
+
+CONFIG_KEY = "nginx.conf"
+CONFIG_DIR = "/etc/nginx/dockyard"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
+# The nginx-unprivileged image runs as uid/gid 101 and keeps pid and temp files in /tmp;
+# the Deployment sets `command`, which bypasses the image's docker-entrypoint.sh scripts
+# (they would try to rewrite /etc/nginx on a read-only root filesystem).
+NGINX_UID = 101
+HEALTH_PATH = "/healthz"
+# Inference payloads (V2 JSON tensors) are larger than nginx's 1 MiB default.
+CLIENT_MAX_BODY_SIZE = "32m"
+UPSTREAM_KEEPALIVE = 32
+
+
+def _upstream_name(variant: str) -> str:
+    return f"dockyard-variant-{variant}"
+
+
+def _map_key(value: str) -> str:
+    # A leading backslash makes nginx treat the key literally (not as default/include/...).
+    return "\\" + value
+
+
+def render_nginx_config(
+    spec: ModelDeploymentSpec,
+    upstreams: Mapping[str, str],
+    versions: Mapping[str, str],
+    *,
+    listen_port: int = 8080,
+    pid_path: str = "/tmp/nginx.pid",
+    temp_dir: str = "/tmp",
+    model_name_header: bool = True,
+    worker_processes: int = 2,
+) -> str:
+    """The complete nginx.conf of the builtin router (production renderer; pure).
+
+    ``upstreams`` maps every variant name to ``host:port`` (the variant Service's cluster DNS
+    name in a cluster, ``127.0.0.1:PORT`` in tests); ``versions`` maps every variant name to
+    its resolved model version. Raises ``ValueError`` on any value that is not strictly valid.
+    """
+    variants = check_variants(spec)
+    names = [v.name for v in variants]
+    if set(upstreams) != set(names):
+        raise ValueError(f"upstreams must name exactly the variants {names}, got {sorted(upstreams)}")
+    checked_versions = check_resolved(spec, versions)
+    checked_upstreams = {n: require_upstream(upstreams[n]) for n in names}
+    model = require_model_name(spec.model_name)
+    force_var = nginx_header_variable(spec.router.force_header)
+    sticky_header = require_header_name(spec.router.sticky.header) if spec.router.sticky else None
+    if not isinstance(listen_port, int) or not 1 <= listen_port <= 65535:
+        raise ValueError(f"refusing listen port {listen_port!r}")
+    if not isinstance(worker_processes, int) or not 1 <= worker_processes <= 64:
+        raise ValueError(f"refusing worker_processes {worker_processes!r}")
+    pid = require_abs_path(pid_path)
+    temp = require_abs_path(temp_dir).rstrip("/") or "/"
+    tmp = temp if temp != "/" else ""
+
+    shares = percent_units(spec)
+    weighted = [n for n in names if shares[n] > 0]
+    default_variant = max(weighted, key=lambda n: (shares[n], -names.index(n)))
+
+    out: list[str] = []
+    emit = out.append
+    emit(f"# Dockyard builtin router for model {model}. Generated by the operator: do not edit.")
+    emit("# weights: " + ", ".join(f"{n}={v.weight} ({format_percent(shares[n])})"
+                                   for n, v in zip(names, variants, strict=True)))
+    emit(f"pid {pid};")
+    emit(f"worker_processes {worker_processes};")
+    emit("")
+    emit("events {")
+    emit("    worker_connections 1024;")
+    emit("}")
+    emit("")
+    emit("http {")
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        emit(f"    {kind}_temp_path {tmp}/{kind}_temp;")
+    emit("    server_tokens off;")
+    emit(f"    client_max_body_size {CLIENT_MAX_BODY_SIZE};")
+    emit("    log_format dockyard '$remote_addr [$time_iso8601] \"$request\" $status $body_bytes_sent '")
+    emit("                        'variant=$dockyard_variant version=$dockyard_model_version '")
+    emit("                        'rt=$request_time urt=$upstream_response_time rid=$request_id';")
+    emit("    access_log /dev/stdout dockyard;")
+    emit("")
+
+    # 1. split key
+    if sticky_header is not None:
+        sticky_var = nginx_header_variable(sticky_header)
+        emit(f"    # Sticky on {sticky_header}; a request without it is split at random.")
+        emit(f"    map {sticky_var} $dockyard_split_key {{")
+        emit('        "" $request_id;')
+        emit(f"        default {sticky_var};")
+        emit("    }")
+        emit("")
+        split_key = "$dockyard_split_key"
+    else:
+        split_key = "$request_id"
+
+    # 2. weighted buckets
+    emit(f"    # {'Sticky' if sticky_header else 'Random per request'}: hash of model name + split key.")
+    emit(f'    split_clients "{model}:{split_key}" $dockyard_split {{')
+    for n in weighted[:-1]:
+        emit(f"        {format_percent(shares[n])} {n};")
+    last = weighted[-1]
+    emit(f"        * {last};  # {format_percent(shares[last])}")
+    emit("    }")
+    emit("")
+
+    # 3. force header
+    emit(f"    # {spec.router.force_header}: a variant name forces that variant; anything else is ignored.")
+    emit(f"    map {force_var} $dockyard_forced {{")
+    emit('        default "";')
+    for n in names:
+        emit(f"        {_map_key(n)} {n};")
+    emit("    }")
+    emit("")
+    emit("    map $dockyard_forced $dockyard_variant {")
+    emit('        "" $dockyard_split;')
+    emit("        default $dockyard_forced;")
+    emit("    }")
+    emit("")
+    emit("    map $dockyard_variant $dockyard_upstream {")
+    emit(f"        default {_upstream_name(default_variant)};")
+    for n in names:
+        emit(f"        {_map_key(n)} {_upstream_name(n)};")
+    emit("    }")
+    emit("")
+    emit("    map $dockyard_variant $dockyard_model_version {")
+    emit('        default "";')
+    for n in names:
+        emit(f"        {_map_key(n)} {require_version(checked_versions[n])};")
+    emit("    }")
+    emit("")
+
+    for n in names:
+        emit(f"    upstream {_upstream_name(require_variant_name(n))} {{")
+        emit(f"        server {checked_upstreams[n]};")
+        emit(f"        keepalive {UPSTREAM_KEEPALIVE};")
+        emit("    }")
+    emit("")
+
+    emit("    server {")
+    emit(f"        listen {listen_port};")
+    emit("")
+    emit(f"        location = {HEALTH_PATH} {{")
+    emit("            access_log off;")
+    emit("            default_type text/plain;")
+    emit('            return 200 "ok\\n";')
+    emit("        }")
+    emit("")
+    emit("        location / {")
+    emit("            proxy_pass http://$dockyard_upstream;")
+    emit("            proxy_http_version 1.1;")
+    emit('            proxy_set_header Connection "";')
+    emit("            proxy_set_header Host $host;")
+    emit("            proxy_set_header X-Request-Id $request_id;")
+    emit("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+    emit("            proxy_connect_timeout 5s;")
+    emit("            proxy_read_timeout 120s;")
+    emit("            proxy_send_timeout 120s;")
+    headers = [VARIANT_RESPONSE_HEADER, VERSION_RESPONSE_HEADER, MODEL_RESPONSE_HEADER]
+    for h in headers:
+        emit(f"            proxy_hide_header {h};")
+    emit(f"            add_header {VARIANT_RESPONSE_HEADER} $dockyard_variant always;")
+    emit(f"            add_header {VERSION_RESPONSE_HEADER} $dockyard_model_version always;")
+    if model_name_header:
+        emit(f'            add_header {MODEL_RESPONSE_HEADER} "{model}" always;')
+    emit("        }")
+    emit("    }")
+    emit("}")
+    return "\n".join(out) + "\n"
+
+
+def _router_labels(md_name: str, model_name: str) -> dict[str, str]:
+    return standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=ROUTER_COMPONENT,
+                           extra={MODEL_LABEL: model_name})
+
+
+def router_upstreams(owner_ns: str, md_name: str, spec: ModelDeploymentSpec,
+                     cfg: OperatorConfig) -> dict[str, str]:
+    """Variant name -> ``<md>-<variant>.<ns>.svc.<domain>:<http port>``."""
+    port = http_port(spec.runtime)
+    return {v.name: f"{variant_fqdn(owner_ns, md_name, v.name, cfg)}:{port}" for v in spec.variants}
+
+
+def build_router_service(owner: dict[str, Any], spec: ModelDeploymentSpec, *,
+                         selector: dict[str, str], target_port: int | str) -> dict[str, Any]:
+    """The user-facing Service ``<md>``: port 80 (``http``) to ``target_port``."""
+    md_name, ns = owner_name_ns(owner)
+    svc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": router_service_name(md_name),
+            "namespace": ns,
+            "labels": _router_labels(md_name, spec.model_name),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": ROUTER_SERVICE_PORT, "targetPort": target_port,
+                       "protocol": "TCP", "appProtocol": "http"}],
+        },
+    }
+    return stamp_spec_hash(svc)
+
+
+def build_router_objects(
+    owner: dict[str, Any], spec: ModelDeploymentSpec, resolved: Mapping[str, str], cfg: OperatorConfig
+) -> list[dict[str, Any]]:
+    """ConfigMap ``<md>-router``, Deployment ``<md>-router`` and Service ``<md>``, in apply order.
+
+    The pod template carries ``dockyard.dev/config-hash`` = hash of nginx.conf, so a config
+    change (weights, versions, sticky/force headers) rolls the router pods; the variant
+    Deployments never see weights.
+    """
+    md_name, ns = owner_name_ns(owner)
+    config = render_nginx_config(spec, router_upstreams(ns, md_name, spec, cfg), resolved)
+    name = router_name(md_name)
+    labels = _router_labels(md_name, spec.model_name)
+    owner_ref = owner_reference(owner)
+
+    config_map: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": dict(labels), "ownerReferences": [owner_ref]},
+        "data": {CONFIG_KEY: config},
+    }
+
+    container: dict[str, Any] = {
+        "name": "nginx",
+        "image": cfg.router_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["nginx", "-c", CONFIG_PATH, "-e", "stderr", "-g", "daemon off;"],
+        "ports": [{"name": "http", "containerPort": ROUTER_CONTAINER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": HEALTH_PATH, "port": "http"},
+            "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": HEALTH_PATH, "port": "http"},
+            "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": dict(labels),
+                     "ownerReferences": [dict(owner_ref)]},
+        "spec": {
+            "replicas": spec.router.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": router_selector(md_name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {CONFIG_HASH_ANNOTATION: content_hash(config)},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": NGINX_UID,
+                        "runAsGroup": NGINX_UID,
+                        "fsGroup": NGINX_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": name, "items": [
+                            {"key": CONFIG_KEY, "path": CONFIG_KEY}]}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+    service = build_router_service(owner, spec, selector=router_selector(md_name),
+                                   target_port=ROUTER_CONTAINER_PORT)
+    return [stamp_spec_hash(config_map), stamp_spec_hash(deployment), service]

@@ -1,0 +1,96 @@
+"""``router.type: gateway``: a Gateway API HTTPRoute splitting traffic by weight.
+
+One rule, one weighted ``backendRef`` per variant Service (port ``http``). Gateway API weights
+are relative, so the spec weights are used as they are; a weight-0 variant stays listed with
+weight 0 (no traffic, Service kept). The user-facing address is the Gateway's (``parentRefs``
+and ``hostnames`` come from ``spec.router.gateway``). The force header and the variant
+response header are builtin-router features: per-backend filters are only "extended" support
+in Gateway API, so they are not emitted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..api.modeldeployment import ModelDeploymentSpec
+from ..config import OperatorConfig
+from ..labels import MODEL_LABEL, owner_reference, stamp_spec_hash, standard_labels
+from .common import (
+    OWNER_KIND,
+    ROUTER_COMPONENT,
+    check_variants,
+    http_port,
+    owner_name_ns,
+    require_hostname,
+    router_service_name,
+    variant_service_name,
+)
+
+API_VERSION = "gateway.networking.k8s.io/v1"
+KIND = "HTTPRoute"
+
+
+def build_http_route(
+    owner: dict[str, Any], spec: ModelDeploymentSpec, cfg: OperatorConfig
+) -> dict[str, Any]:
+    """HTTPRoute ``<md>`` with parentRefs/hostnames from the spec and weighted backendRefs."""
+    md_name, ns = owner_name_ns(owner)
+    port = http_port(spec.runtime)
+    gw = spec.router.gateway
+    parent_refs: list[dict[str, Any]] = []
+    for ref in gw.parent_refs if gw else []:
+        out: dict[str, Any] = {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": require_hostname(ref.name),
+        }
+        if ref.namespace:
+            out["namespace"] = require_hostname(ref.namespace)
+        if ref.section_name:
+            out["sectionName"] = require_hostname(ref.section_name)
+        parent_refs.append(out)
+    backend_refs = [
+        {
+            "group": "",
+            "kind": "Service",
+            "name": variant_service_name(md_name, v.name),
+            "port": port,
+            "weight": v.weight,
+        }
+        for v in check_variants(spec)
+    ]
+    route_spec: dict[str, Any] = {
+        "parentRefs": parent_refs,
+        "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": backend_refs,
+        }],
+    }
+    if gw and gw.hostnames:
+        route_spec["hostnames"] = [_hostname(h) for h in gw.hostnames]
+    route = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": router_service_name(md_name),
+            "namespace": ns,
+            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=ROUTER_COMPONENT,
+                                      extra={MODEL_LABEL: spec.model_name}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": route_spec,
+    }
+    return stamp_spec_hash(route)
+
+
+def _hostname(host: str) -> str:
+    # Gateway API allows one leading wildcard label.
+    return "*." + require_hostname(host[2:]) if host.startswith("*.") else require_hostname(host)
+
+
+def build_router_objects(
+    owner: dict[str, Any], spec: ModelDeploymentSpec, resolved: Mapping[str, str], cfg: OperatorConfig
+) -> list[dict[str, Any]]:
+    del resolved  # an HTTPRoute does not depend on versions
+    return [build_http_route(owner, spec, cfg)]

@@ -1,0 +1,123 @@
+"""``router.type: istio``: an Istio VirtualService splitting traffic by weight.
+
+Decision: the router still creates the Service ``<md>`` (port 80 -> each variant pod's
+``http`` port) selecting the pods of *every* variant. Mesh clients call
+``http://<md>.<ns>`` exactly as with the builtin router: the name must resolve in DNS for the
+client's sidecar to intercept the call, and the sidecar then applies this VirtualService
+(default host: that Service). Without a sidecar the Service alone balances by pod count, not
+by weight - the weights need the mesh.
+
+Routes, in order: one route per variant when the force header (lowercased; Istio matches
+lowercase header names) equals the variant name, then the weighted route. Istio weights are
+integers: the spec weights are normalised to whole percent summing to exactly 100 (largest
+remainder, every positive weight at least 1); weight-0 variants are left out of the
+weighted route but keep their force route. Each destination sets ``X-Dockyard-Variant`` and
+``X-Dockyard-Model-Version`` on the response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..api.modeldeployment import ModelDeploymentSpec
+from ..config import OperatorConfig
+from ..labels import MODEL_LABEL, owner_reference, stamp_spec_hash, standard_labels
+from .builtin import build_router_service
+from .common import (
+    OWNER_KIND,
+    ROUTER_COMPONENT,
+    VARIANT_RESPONSE_HEADER,
+    VERSION_RESPONSE_HEADER,
+    check_resolved,
+    check_variants,
+    http_port,
+    integer_percentages,
+    owner_name_ns,
+    require_header_name,
+    require_hostname,
+    router_service_name,
+    serving_selector,
+    variant_fqdn,
+)
+
+API_VERSION = "networking.istio.io/v1"
+KIND = "VirtualService"
+
+# spec.router.istio.hosts/gateways are free strings in the API: only these shapes reach the
+# VirtualService. No bare "*" (it would capture every host in the mesh).
+_GATEWAY = re.compile(r"mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def _istio_host(host: str) -> str:
+    if host.startswith("*."):
+        return "*." + require_hostname(host[2:])
+    return require_hostname(host)
+
+
+def _istio_gateway(gateway: str) -> str:
+    if not isinstance(gateway, str) or len(gateway) > 253 or _GATEWAY.fullmatch(gateway) is None:
+        raise ValueError(f"refusing istio gateway {gateway!r}: expected mesh, <name> or <namespace>/<name>")
+    return gateway
+
+
+def build_virtual_service(
+    owner: dict[str, Any], spec: ModelDeploymentSpec, resolved: Mapping[str, str], cfg: OperatorConfig
+) -> dict[str, Any]:
+    """VirtualService ``<md>``: force-header routes, then the weighted route."""
+    md_name, ns = owner_name_ns(owner)
+    versions = check_resolved(spec, resolved)
+    variants = check_variants(spec)
+    port = http_port(spec.runtime)
+    shares = integer_percentages(spec)
+    istio = spec.router.istio
+    hosts = [_istio_host(h) for h in (istio.hosts if istio and istio.hosts else [router_service_name(md_name)])]
+    force = require_header_name(spec.router.force_header).lower()
+
+    def destination(name: str) -> dict[str, Any]:
+        return {
+            "destination": {"host": variant_fqdn(ns, md_name, name, cfg), "port": {"number": port}},
+            "headers": {"response": {"set": {
+                VARIANT_RESPONSE_HEADER: name,
+                VERSION_RESPONSE_HEADER: versions[name],
+            }}},
+        }
+
+    http: list[dict[str, Any]] = [
+        {
+            "name": f"force-{v.name}",
+            "match": [{"headers": {force: {"exact": v.name}}}],
+            "route": [destination(v.name)],
+        }
+        for v in variants
+    ]
+    http.append({
+        "name": "weighted",
+        "route": [{**destination(v.name), "weight": shares[v.name]} for v in variants if shares[v.name] > 0],
+    })
+    vs_spec: dict[str, Any] = {"hosts": hosts, "http": http}
+    if istio and istio.gateways:
+        vs_spec["gateways"] = [_istio_gateway(g) for g in istio.gateways]
+    vs = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": router_service_name(md_name),
+            "namespace": ns,
+            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=ROUTER_COMPONENT,
+                                      extra={MODEL_LABEL: spec.model_name}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": vs_spec,
+    }
+    return stamp_spec_hash(vs)
+
+
+def build_router_objects(
+    owner: dict[str, Any], spec: ModelDeploymentSpec, resolved: Mapping[str, str], cfg: OperatorConfig
+) -> list[dict[str, Any]]:
+    """The ``<md>`` Service over every variant's pods, then the VirtualService."""
+    md_name, _ = owner_name_ns(owner)
+    service = build_router_service(owner, spec, selector=serving_selector(md_name), target_port="http")
+    return [service, build_virtual_service(owner, spec, resolved, cfg)]

@@ -1,0 +1,333 @@
+"""The chart renders and lints with the real Helm engine, and what it renders is valid."""
+
+from __future__ import annotations
+
+import jsonschema
+import kubernetes_validate
+import pytest
+from kubernetes_validate import utils as kv_utils
+
+from .chartlib import CHART, NAMESPACE, SCENARIOS, chart_crds, find, one, render, render_files
+
+helm_python = pytest.importorskip("helm_python")
+
+# The newest Kubernetes version whose schemas kubernetes-validate ships.
+KUBE_VERSION = kv_utils.latest_version()
+# Kinds with no built-in schema: validated against the chart's own CRDs, or structurally.
+CUSTOM_KINDS_WITH_CRD = {"ClusterKopfPeering", "KopfPeering"}
+PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor"}
+
+
+def test_kubernetes_validate_version_is_current() -> None:
+    major, minor = (int(x) for x in KUBE_VERSION.split(".")[:2])
+    assert (major, minor) >= (1, 33), f"kubernetes-validate only knows Kubernetes {KUBE_VERSION}"
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_lint_is_clean(scenario: str) -> None:
+    report = helm_python.lint(
+        CHART, SCENARIOS[scenario], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
+    assert report["errors"] == []
+    # Strict lint: no warnings or errors (info messages such as "icon is recommended" are fine).
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_builtin_objects_validate_against_kubernetes_schemas(scenario: str) -> None:
+    objects = render(SCENARIOS[scenario])
+    assert objects
+    checked = 0
+    for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS_WITH_CRD | PROMETHEUS_OPERATOR_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(
+                f"{obj['kind']}/{obj['metadata'].get('name')}: {'.'.join(map(str, err.path))}: {err.message}"
+            )
+        checked += 1
+    assert checked >= 4
+
+
+def test_chart_crds_validate_against_kubernetes_schemas() -> None:
+    crds = chart_crds()
+    assert {c["spec"]["group"] for c in crds} == {"dockyard.dev", "kopf.dev"}
+    for crd in crds:
+        kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("scenario", ["default", "namespaced"])
+def test_custom_objects_validate_against_their_crds(scenario: str) -> None:
+    crds = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in chart_crds()}
+    customs = [o for o in render(SCENARIOS[scenario]) if o["kind"] in CUSTOM_KINDS_WITH_CRD]
+    assert customs, "peering is on by default: a (Cluster)KopfPeering must be rendered"
+    for obj in customs:
+        group, version = obj["apiVersion"].split("/")
+        crd = crds[(group, obj["kind"])]
+        served = {v["name"]: v for v in crd["spec"]["versions"] if v["served"]}
+        assert version in served
+        namespaced = crd["spec"]["scope"] == "Namespaced"
+        assert ("namespace" in obj["metadata"]) == namespaced, obj
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        jsonschema.validate(body, served[version]["schema"]["openAPIV3Schema"])
+
+
+def test_service_monitor_and_pod_monitor_select_what_they_should() -> None:
+    objects = render(SCENARIOS["service-monitor"])
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = one(objects, "Service", "dockyard-operator-metrics")
+    labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["honorLabels"] is True  # keeps dockyard_variant_weight's own namespace label
+    pod_monitor = one(objects, "PodMonitor")
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    targets = {r["targetLabel"] for r in pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]}
+    assert {"variant", "modeldeployment", "model_version"} <= targets
+    assert not find(render(), "ServiceMonitor") and not find(render(), "PodMonitor")
+
+
+def _pod_template_of(obj: dict) -> dict:
+    return obj["spec"]["template"]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_references_between_rendered_objects_resolve(scenario: str) -> None:
+    """Selectors, named ports, volumes, ServiceAccounts and role refs point at real things."""
+    objects = render(SCENARIOS[scenario])
+    deployments = find(objects, "Deployment")
+    assert deployments
+    for dep in deployments:
+        template = _pod_template_of(dep)
+        assert dep["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+        spec = template["spec"]
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        for container in spec["containers"]:
+            ports = {p["name"] for p in container.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                if probe in container:
+                    port = container[probe]["httpGet"]["port"]
+                    assert port in ports, f"{dep['metadata']['name']} {probe} port {port}"
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes
+            names = [e["name"] for e in container.get("env", [])]
+            assert len(names) == len(set(names)), f"duplicate env in {dep['metadata']['name']}"
+        sa = spec.get("serviceAccountName")
+        if sa and scenario != "everything-else":
+            assert find(objects, "ServiceAccount", sa), f"ServiceAccount {sa} not rendered"
+        for volume in spec.get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            if claim and scenario != "everything-else":
+                assert find(objects, "PersistentVolumeClaim", claim)
+    for svc in find(objects, "Service"):
+        selected = [
+            d
+            for d in deployments
+            if svc["spec"]["selector"].items() <= _pod_template_of(d)["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, f"Service {svc['metadata']['name']} selects {len(selected)} Deployments"
+        container_ports = {
+            p["name"] for c in _pod_template_of(selected[0])["spec"]["containers"] for p in c.get("ports", [])
+        }
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in container_ports
+    for binding in find(objects, "RoleBinding") + find(objects, "ClusterRoleBinding"):
+        ref = binding["roleRef"]
+        roles = [
+            r
+            for r in find(objects, ref["kind"], ref["name"])
+            if r["metadata"].get("namespace") == binding["metadata"].get("namespace")
+        ]
+        assert len(roles) == 1, f"{binding['kind']} {binding['metadata']['name']} -> {ref}"
+        for subject in binding["subjects"]:
+            assert subject["namespace"] == NAMESPACE
+            if scenario != "everything-else":
+                assert find(objects, "ServiceAccount", subject["name"])
+
+
+def test_default_render_has_the_expected_objects() -> None:
+    objects = render()
+    kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+    assert kinds == sorted(
+        [
+            "ServiceAccount/dockyard-operator",
+            "ClusterRole/dockyard-operator",
+            "ClusterRoleBinding/dockyard-operator",
+            "ClusterKopfPeering/dockyard",
+            "Deployment/dockyard-operator",
+            "Service/dockyard-operator-metrics",
+            "ConfigMap/dockyard-grafana-dashboard",
+            "PersistentVolumeClaim/dockyard-mlflow",
+            "Service/dockyard-mlflow",
+            "Deployment/dockyard-mlflow",
+        ]
+    )
+    for obj in objects:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+            assert obj["metadata"]["namespace"] == NAMESPACE
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dockyard"
+
+
+def _operator(objects: list[dict]) -> dict:
+    dep = [d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    assert len(dep) == 1
+    return dep[0]
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_operator_deployment_defaults() -> None:
+    dep = _operator(render())
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "command" not in container  # the image's ENTRYPOINT ["dockyard"] runs
+    assert container["args"] == [
+        "operator",
+        "--all-namespaces",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--peering=dockyard",
+    ]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8000, "health": 8080}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    env = _env(container)
+    assert env["DOCKYARD_MLFLOW_TRACKING_URI"] == "http://dockyard-mlflow.dockyard.svc.cluster.local:5000"
+    assert env["DOCKYARD_MLFLOW_TRACKING_URI_FOR_PODS"] == env["DOCKYARD_MLFLOW_TRACKING_URI"]
+    assert env["DOCKYARD_METRICS_PORT"] == "8000"
+    assert env["DOCKYARD_LOG_FORMAT"] == "text"
+    assert env["DOCKYARD_ENABLED_ROUTERS"] == "builtin"
+    assert env["DOCKYARD_RUNTIME_IMAGE"] == "ghcr.io/dockyard-dev/dockyard-runtime:0.1.0"
+    assert env["DOCKYARD_ROUTER_IMAGE"] == "nginxinc/nginx-unprivileged:1.27-alpine"
+    assert env["DOCKYARD_WORKLOAD_SERVICE_ACCOUNT"] == ""  # namespace default SA in cluster scope
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "DOCKYARD_MLFLOW_CREDENTIALS_SECRET" not in env
+    assert "MLFLOW_TRACKING_PASSWORD" not in env
+    assert container["image"] == "ghcr.io/dockyard-dev/dockyard-operator:0.1.0"
+
+
+def test_switches_change_the_operator() -> None:
+    dep = _operator(render(SCENARIOS["namespaced-all-routers"]))
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--namespace=team-a" in container["args"] and "--all-namespaces" not in container["args"]
+    env = _env(container)
+    assert env["DOCKYARD_ENABLED_ROUTERS"] == "builtin,gateway,istio,seldon"
+    assert env["DOCKYARD_WORKLOAD_SERVICE_ACCOUNT"] == "dockyard-workload"
+
+    dep = _operator(render(SCENARIOS["everything-else"]))
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--standalone" in container["args"] and "--verbose" in container["args"]
+    assert not any(a.startswith("--peering") for a in container["args"])
+    assert container["image"] == "registry.example.com/dockyard-operator@sha256:" + "a" * 64
+    env = _env(container)
+    assert env["DOCKYARD_LOG_FORMAT"] == "json"
+    assert env["DOCKYARD_WORKLOAD_SERVICE_ACCOUNT"] == "ml-workloads"
+    assert env["EXTRA"] == "1"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "custom-operator"
+    assert dep["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_embedded_mlflow() -> None:
+    objects = render()
+    dep = one(objects, "Deployment", "dockyard-mlflow")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["replicas"] == 1
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["fsGroup"] == 1000
+    (container,) = spec["containers"]
+    assert container["image"] == "ghcr.io/mlflow/mlflow:v3.17.2"
+    assert container["command"] == ["mlflow"]
+    args = container["args"]
+    assert args[0] == "server"
+    assert "--backend-store-uri=sqlite:////mlflow/mlflow.db" in args
+    assert "--artifacts-destination=/mlflow/artifacts" in args
+    assert "--serve-artifacts" in args and "--host=0.0.0.0" in args and "--port=5000" in args
+    (hosts,) = [a.split("=", 1)[1].split(",") for a in args if a.startswith("--allowed-hosts=")]
+    # In-cluster clients send these Host headers; MLflow 3 answers 403 to unknown ones.
+    for host in (
+        "dockyard-mlflow",
+        "dockyard-mlflow:*",
+        "dockyard-mlflow.dockyard.svc.cluster.local:*",
+        "localhost:*",
+    ):
+        assert host in hosts
+    assert "*" not in hosts
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/mlflow"] == "data"
+    svc = one(objects, "Service", "dockyard-mlflow")
+    assert svc["spec"]["ports"][0]["port"] == 5000
+    pvc = one(objects, "PersistentVolumeClaim", "dockyard-mlflow")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_external_mlflow_replaces_the_embedded_server() -> None:
+    objects = render(SCENARIOS["external-mlflow"])
+    assert not [o for o in objects if "mlflow" in o["metadata"]["name"]]
+    (container,) = _operator(objects)["spec"]["template"]["spec"]["containers"]
+    env = _env(container)
+    assert env["DOCKYARD_MLFLOW_TRACKING_URI"] == "https://mlflow.example.com"
+    assert env["DOCKYARD_MLFLOW_TRACKING_URI_FOR_PODS"] == "http://mlflow.mlflow.svc.cluster.local:5000"
+    assert env["DOCKYARD_MLFLOW_CREDENTIALS_SECRET"] == "mlflow-credentials"
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        ref = env[key]["secretKeyRef"]
+        assert ref == {"name": "mlflow-credentials", "key": key, "optional": True}
+
+
+def test_mlflow_production_settings() -> None:
+    dep = one(render(SCENARIOS["everything-else"]), "Deployment", "dy-mlflow")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--backend-store-uri=postgresql://mlflow@postgres:5432/mlflow" in container["args"]
+    assert "--artifacts-destination=s3://bucket/mlflow" in container["args"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mlflow-env"}}]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "mlflow-data"
+    assert not find(render(SCENARIOS["everything-else"]), "PersistentVolumeClaim")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mlflow": {"external": {"credentialsSecret": "x"}}}, "needs mlflow.external.uri"),
+        ({"mlflow": {"external": {"podUri": "http://x"}}}, "needs mlflow.external.uri"),
+        ({"routers": {"builtin": False}}, "enable at least one router"),
+        (
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+            "needs metrics.service.enabled",
+        ),
+    ],
+)
+def test_inconsistent_values_fail_with_a_clear_message(values: dict, message: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=message):
+        render_files(values)
+
+
+def test_namespaced_scope_objects_land_in_each_watched_namespace() -> None:
+    objects = render(SCENARIOS["namespaced"])
+    for kind in ("Role", "RoleBinding", "KopfPeering", "ServiceAccount"):
+        namespaces = {o["metadata"]["namespace"] for o in find(objects, kind)}
+        assert {"team-a", "team-b"} <= namespaces, kind
+    workload = [sa for sa in find(objects, "ServiceAccount", "dockyard-workload")]
+    assert {sa["metadata"]["namespace"] for sa in workload} == {"team-a", "team-b"}
+    assert all(sa["automountServiceAccountToken"] is False for sa in workload)
+    assert not find(objects, "ClusterKopfPeering")
+
+
+def test_notes_tell_the_user_what_to_do_next() -> None:
+    notes = render_files()["dockyard/templates/NOTES.txt"]
+    assert "kubectl apply -f manifests/examples/" in notes
+    assert "port-forward svc/dockyard-mlflow" in notes
+    assert "hack/kind-demo.sh" in notes
+    external = render_files(SCENARIOS["external-mlflow"])["dockyard/templates/NOTES.txt"]
+    assert "https://mlflow.example.com" in external and "mlflow-credentials" in external

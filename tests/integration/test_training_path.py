@@ -1,0 +1,285 @@
+"""Training path end to end: Dataset -> profiling Job -> TrainingRun -> Job -> MLflow -> registry.
+
+The operator runs as a real process against the API emulator (or a real cluster); Jobs run
+through the local executor as real `dockyard profile` / `dockyard train` processes; MLflow is
+a real server on loopback. Assertions read back MLflow with its own client.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.plugins.kube import KubeEnv
+from tests.plugins.mlflow_server import MlflowServer
+from tests.plugins.operator import OperatorProcess
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+TERMINAL = ("Succeeded", "Rejected", "Failed", "Invalid")
+
+
+def example(name: str) -> dict[str, Any]:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["metadata"]["name"] == name and doc["kind"] != "ConfigMap":
+                return copy.deepcopy(doc)
+            if doc and doc["kind"] == "ConfigMap" and name == "iris-data" == doc["metadata"]["name"]:
+                return copy.deepcopy(doc)
+    raise KeyError(name)
+
+
+def phase(obj: dict[str, Any]) -> str | None:
+    return (obj.get("status") or {}).get("phase")
+
+
+def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def iris_setup(
+    kube: KubeEnv,
+    *,
+    model: str,
+    tr_patch: dict[str, Any] | None = None,
+    ds_patch: dict[str, Any] | None = None,
+    csv: str | None = None,
+) -> tuple[dict, dict]:
+    data = example("iris-data")
+    if csv is not None:
+        data["data"]["iris.csv"] = csv
+    kube.apply(data)
+    ds = example("iris")
+    ds["spec"].update(ds_patch or {})
+    kube.apply(ds)
+    tr = example("iris-rf")
+    tr["spec"]["modelName"] = model
+    tr["spec"].update(tr_patch or {})
+    kube.apply(tr)
+    return ds, tr
+
+
+def wait_phase(kube: KubeEnv, kind: str, name: str, phases: tuple[str, ...], timeout: float = 180) -> dict:
+    return kube.wait_for_object(kind, name, lambda o: phase(o) in phases, timeout=timeout)
+
+
+def versions_of(mlflow: MlflowServer, model: str) -> list[Any]:
+    return list(mlflow.client().search_model_versions(f"name='{model}'"))
+
+
+def jobs(kube: KubeEnv, component: str) -> list[dict[str, Any]]:
+    return [
+        j for j in kube.list("Job") if j["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+
+
+def model_name(kube: KubeEnv) -> str:
+    return f"iris-{kube.namespace}"
+
+
+def test_iris_example_trains_registers_and_aliases(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    model = model_name(kube)
+    iris_setup(kube, model=model)
+
+    ds = wait_phase(kube, "Dataset", "iris", ("Ready", "Invalid", "Failed"), timeout=120)
+    assert phase(ds) == "Ready", ds["status"]
+    st = ds["status"]
+    assert st["version"].startswith("sha256:") and len(st["version"]) == 71
+    assert st["rows"] == 150 and st["columns"] == 5
+    assert "species" in st["profile"]
+    assert [v["version"] for v in st["versions"]] == [st["version"]]
+    assert cond(ds, "Ready")["status"] == "True"
+
+    tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert phase(tr) == "Succeeded", json.dumps(tr["status"], indent=1)
+    st = tr["status"]
+    for c in ("DataReady", "Trained", "Registered", "Ready"):
+        assert cond(tr, c)["status"] == "True", (c, st["conditions"])
+    assert st["datasetVersion"] == ds["status"]["version"]
+    assert st["metrics"]["accuracy"] >= 0.8
+    assert st["observedGeneration"] == tr["metadata"]["generation"]
+
+    client = mlflow_server.client()
+    mv = client.get_model_version(model, st["modelVersion"])
+    assert mv.run_id == st["mlflowRunId"]
+    assert mv.tags["dockyard.trainingrun"] == f"{kube.namespace}/iris-rf"
+    assert mv.tags["dockyard.dataset.version"] == ds["status"]["version"]
+    assert client.get_model_version_by_alias(model, "challenger").version == st["modelVersion"]
+    run = client.get_run(st["mlflowRunId"])
+    assert run.data.tags["dockyard.trainingrun.uid"] == tr["metadata"]["uid"]
+    assert run.data.tags["dockyard.dataset.name"] == "iris"
+    assert run.info.status == "FINISHED"
+    assert abs(run.data.metrics["accuracy"] - st["metrics"]["accuracy"]) < 1e-9
+
+    assert len(versions_of(mlflow_server, model)) == 1
+    assert [j["metadata"]["name"] for j in jobs(kube, "trainer")] == ["iris-rf-train-1"]
+    assert len(jobs(kube, "profiler")) == 1
+    reasons = {e.get("reason") for e in kube.list("Event")}
+    assert {"ModelRegistered", "Succeeded"} <= reasons, reasons
+    history = st["history"]
+    assert history == [
+        {
+            "attempt": 1,
+            "datasetVersion": st["datasetVersion"],
+            "mlflowRunId": st["mlflowRunId"],
+            "jobName": "iris-rf-train-1",
+            "result": "Succeeded",
+            "modelVersion": st["modelVersion"],
+            "completionTime": history[0]["completionTime"],
+        }
+    ]
+    assert "dockyard_reconcile_total" in operator.metrics()
+
+
+def test_quality_gate_rejects_without_registering(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    model = model_name(kube)
+    iris_setup(kube, model=model, tr_patch={"qualityGate": {"metric": "accuracy", "threshold": 1.01}})
+    tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert phase(tr) == "Rejected"
+    ready = cond(tr, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "QualityGateFailed"
+    assert "accuracy=" in ready["message"] and "1.01" in ready["message"]
+    assert "modelVersion" not in tr["status"]
+    assert versions_of(mlflow_server, model) == []
+
+
+def test_failing_training_command_marks_run_failed(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    model = model_name(kube)
+    trainer = {"estimator": {"class": "sklearn.ensemble.NoSuchEstimator"}}
+    iris_setup(kube, model=model, tr_patch={"trainer": trainer})
+    tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert phase(tr) == "Failed"
+    assert cond(tr, "Ready")["reason"] == "InvalidEstimator", tr["status"]
+    assert cond(tr, "Trained")["status"] == "False"
+    run = mlflow_server.client().get_run(tr["status"]["mlflowRunId"])
+    assert run.info.status == "FAILED"
+    assert versions_of(mlflow_server, model) == []
+
+
+@pytest.mark.parametrize("case", ["schema", "missing"])
+def test_bad_data_makes_dataset_invalid_and_training_waits(
+    case: str, kube: KubeEnv, executor: Any, operator: OperatorProcess
+) -> None:
+    csv = example("iris-data")["data"]["iris.csv"]
+    if case == "schema":
+        csv = csv.replace("virginica", "martian", 1)  # not in allowedValues
+        expected = "SchemaViolation"
+    else:
+        lines = csv.splitlines()
+        lines[1] = ",".join(
+            ["", *lines[1].split(",")[1:]]
+        )  # one missing sepal_length; maxMissingFraction is 0
+        csv = "\n".join(lines) + "\n"
+        expected = "QualityRuleViolation"
+    ds_patch: dict[str, Any] = {}
+    if case == "missing":
+        # Nullable column, so the missing value is judged by the quality rule, not by the schema.
+        schema = example("iris")["spec"]["schema"]
+        schema["columns"][0]["nullable"] = True
+        ds_patch["schema"] = schema
+    iris_setup(kube, model=model_name(kube), csv=csv, ds_patch=ds_patch)
+    ds = wait_phase(kube, "Dataset", "iris", ("Ready", "Invalid", "Failed"), timeout=120)
+    assert phase(ds) == "Invalid"
+    assert cond(ds, "Ready")["reason"] == expected, ds["status"]
+    assert cond(ds, "Stalled")["status"] == "True"
+    tr = kube.wait_for_object(
+        "TrainingRun",
+        "iris-rf",
+        lambda o: cond(o, "DataReady").get("reason") == "DatasetNotReady",
+        timeout=30,
+    )
+    assert phase(tr) == "WaitingForData"
+    assert jobs(kube, "trainer") == []
+
+
+def test_dataset_change_triggers_retraining(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    model = model_name(kube)
+    iris_setup(kube, model=model, ds_patch={"refreshInterval": "2s"})
+    tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert phase(tr) == "Succeeded"
+    first_version = tr["status"]["datasetVersion"]
+
+    data = example("iris-data")
+    data["data"]["iris.csv"] += "5.0,3.3,1.4,0.2,setosa\n"
+    kube.apply(data)
+    tr = kube.wait_for_object(
+        "TrainingRun",
+        "iris-rf",
+        lambda o: (o.get("status") or {}).get("attempt") == 2 and phase(o) in TERMINAL,
+        timeout=240,
+    )
+    assert phase(tr) == "Succeeded"
+    st = tr["status"]
+    assert st["datasetVersion"] != first_version
+    assert [h["attempt"] for h in st["history"]] == [1, 2]
+    assert st["history"][0]["datasetVersion"] == first_version
+    assert {j["metadata"]["name"] for j in jobs(kube, "trainer")} == {"iris-rf-train-1", "iris-rf-train-2"}
+    versions = versions_of(mlflow_server, model)
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert mlflow_server.client().get_model_version_by_alias(model, "challenger").version == "2"
+    ds = kube.get("Dataset", "iris")
+    assert ds is not None and len(ds["status"]["versions"]) == 2
+
+
+def test_invalid_reference_reports_and_does_not_crash(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess
+) -> None:
+    tr = example("iris-rf")
+    tr["spec"]["datasetRef"] = {"name": "does-not-exist"}
+    kube.apply(tr)
+    got = kube.wait_for_object("TrainingRun", "iris-rf", lambda o: phase(o) == "WaitingForData", timeout=30)
+    assert cond(got, "DataReady")["reason"] == "DatasetNotFound"
+    assert cond(got, "Ready")["status"] == "False"
+    ds = example("iris")
+    ds["spec"]["source"] = {
+        "uri": "s3://bucket/iris.csv",
+        "format": "csv",
+        "credentialsSecretRef": {"name": "nope"},
+    }
+    kube.apply(ds)
+    got = kube.wait_for_object(
+        "Dataset", "iris", lambda o: cond(o, "Ready").get("reason") == "SecretNotFound", timeout=30
+    )
+    assert "nope" in cond(got, "Ready")["message"]
+    assert jobs(kube, "profiler") == []
+    assert operator.alive() and operator.error_lines() == []
+
+
+def test_steady_state_writes_nothing(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    kube.require_emulator("counts requests with the emulator's counters")
+    iris_setup(kube, model=model_name(kube))
+    wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert kube.emulator is not None
+    counters = kube.emulator.counters
+
+    def quiet_for(seconds: float) -> dict:
+        # Proving the absence of writes needs an observation window; nothing to poll for.
+        before = counters.snapshot()
+        time.sleep(seconds)
+        return {k: v for k, v in counters.writes(before).items() if v}
+
+    writes = quiet_for(3.0)
+    assert writes == {}, writes
+    operator.restart()
+    writes_after_restart = quiet_for(4.0)
+    assert writes_after_restart == {}, writes_after_restart

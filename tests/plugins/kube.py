@@ -1,0 +1,507 @@
+"""Kubernetes for the tests: the API emulator (default) or a real cluster, plus the local executor.
+
+Fixtures:
+  kube_cluster  session-scoped :class:`KubeCluster`: the emulator started once per session (CRDs
+                from ``crds/`` preloaded), or, when ``DOCKYARD_TEST_KUBECONFIG`` is set, that
+                real cluster (the CRDs from ``crds/`` are applied with server-side apply and
+                waited for ``Established``).
+  kube          function-scoped :class:`KubeEnv`: the cluster plus a fresh namespace for this
+                test (deleted afterwards) and small helpers. No executor runs unless asked for:
+                ``kube.start_executor(mode="run"|"instant", **LocalExecutor kwargs)``.
+  ns            the test's namespace name (``kube.namespace``).
+  executor      a running :class:`LocalExecutor` in mode "run" watching the test namespace
+                (skipped on a real cluster, whose kubelets run the Pods).
+  instant_executor  the same in mode "instant".
+
+``kube.emulator`` is the running ``tests.kubeapi.server.EmulatorThread`` (thread-safe ``.faults``,
+``.counters``, ``.store``, ``.install_crd``, ``.url``), or None on a real cluster.
+
+Tests must not care which cluster they got, apart from executor-only powers: those call
+``kube.require_emulator()`` (or use the executor fixtures), which skips on a real cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from tests.kubeapi.executor import LocalExecutor
+
+ENV_KUBECONFIG = "DOCKYARD_TEST_KUBECONFIG"
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "crds"
+FIELD_MANAGER = "dockyard-tests"
+
+Obj = dict[str, Any]
+T = TypeVar("T")
+
+# kind -> (apiVersion, plural, namespaced) for built-ins the project touches; CRDs from crds/
+# are added below; anything else is found through discovery.
+_KINDS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("v1", "namespaces", False),
+    "Pod": ("v1", "pods", True),
+    "Service": ("v1", "services", True),
+    "ConfigMap": ("v1", "configmaps", True),
+    "Secret": ("v1", "secrets", True),
+    "Event": ("v1", "events", True),
+    "ServiceAccount": ("v1", "serviceaccounts", True),
+    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims", True),
+    "Deployment": ("apps/v1", "deployments", True),
+    "Job": ("batch/v1", "jobs", True),
+    "Lease": ("coordination.k8s.io/v1", "leases", True),
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+}
+
+
+def _load_crd_kinds() -> None:
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            versions = spec.get("versions") or []
+            version = next((v["name"] for v in versions if v.get("storage")), versions[0]["name"])
+            _KINDS[spec["names"]["kind"]] = (
+                f"{spec['group']}/{version}",
+                spec["names"]["plural"],
+                spec.get("scope", "Namespaced") == "Namespaced",
+            )
+
+
+_load_crd_kinds()
+
+
+def has_condition(obj: Obj | None, ctype: str, status: str = "True") -> bool:
+    """``obj.status.conditions`` has a condition ``ctype`` with ``status``."""
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == ctype and c.get("status") == status for c in conds)
+
+
+def condition(obj: Obj | None, ctype: str) -> Obj | None:
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c.get("type") == ctype), None)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class KubeCluster:
+    """One API server for the session: the emulator or a real cluster."""
+
+    def __init__(self, kubeconfig: Path, emulator: Any = None, emulator_runner: Any = None) -> None:
+        self.kubeconfig = Path(kubeconfig)
+        self.emulator = emulator
+        self._runner = emulator_runner
+        self.is_emulator = emulator is not None
+        self.api: k8s_client.ApiClient = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        self._resources: dict[tuple[str | None, str], tuple[str, str, bool]] = {}
+
+    def close(self) -> None:
+        self.api.close()
+        if self._runner is not None:
+            self._runner.stop()
+
+    # ------------------------------------------------------------ raw REST
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        content_type: str | None = None,
+    ) -> Obj:
+        """One API request through the ordinary client; JSON response as a dict.
+        Raises ``kubernetes.client.exceptions.ApiException`` on an error status."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        m, url, h, b, pp = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(m, url, header_params=h, body=b, post_params=pp, _request_timeout=30)
+        data = resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=data.decode(errors="replace"), data=None)
+        return json.loads(data) if data else {}
+
+    # ------------------------------------------------------------ kinds -> paths
+
+    def resource(self, kind: str, api_version: str | None = None) -> tuple[str, str, bool]:
+        """(apiVersion, plural, namespaced) for ``kind``; built-ins, crds/, then discovery."""
+        if kind in _KINDS and (api_version is None or _KINDS[kind][0] == api_version):
+            return _KINDS[kind]
+        key = (api_version, kind)
+        if key not in self._resources:
+            versions = [api_version] if api_version else self._all_group_versions()
+            for gv in versions:
+                found = self._discover(gv, kind)
+                if found:
+                    self._resources[key] = found
+                    break
+            else:
+                raise LookupError(f"kind {kind!r} (apiVersion {api_version}) is not served")
+        return self._resources[key]
+
+    def _all_group_versions(self) -> list[str]:
+        out = ["v1"]
+        for g in self.request("GET", "/apis").get("groups") or []:
+            pref = (g.get("preferredVersion") or {}).get("groupVersion")
+            out += [pref] if pref else []
+            out += [v["groupVersion"] for v in g.get("versions") or [] if v["groupVersion"] != pref]
+        return out
+
+    def _discover(self, gv: str, kind: str) -> tuple[str, str, bool] | None:
+        path = "/api/v1" if gv == "v1" else f"/apis/{gv}"
+        try:
+            lst = self.request("GET", path)
+        except ApiException:
+            return None
+        for r in lst.get("resources") or []:
+            if r.get("kind") == kind and "/" not in r["name"]:
+                return gv, r["name"], bool(r.get("namespaced"))
+        return None
+
+    def path(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        api_version: str | None = None,
+        subresource: str | None = None,
+    ) -> str:
+        gv, plural, namespaced = self.resource(kind, api_version)
+        p = "/api/v1" if gv == "v1" else f"/apis/{gv}"
+        if namespaced and namespace:
+            p += f"/namespaces/{namespace}"
+        p += f"/{plural}"
+        if name:
+            p += f"/{name}"
+        if subresource:
+            p += f"/{subresource}"
+        return p
+
+    def apply_crds(self, timeout: float = 60.0) -> None:
+        names = []
+        for path in sorted(CRD_DIR.glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    self.request(
+                        "PATCH",
+                        self.path("CustomResourceDefinition", name=doc["metadata"]["name"]),
+                        doc,
+                        {"fieldManager": FIELD_MANAGER, "force": "true"},
+                        "application/apply-patch+yaml",
+                    )
+                    names.append(doc["metadata"]["name"])
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while not has_condition(
+                self.request("GET", self.path("CustomResourceDefinition", name=name)), "Established"
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"CRD {name} not Established after {timeout}s")
+                time.sleep(0.2)
+
+
+class KubeEnv:
+    """What a test gets: the cluster, its own namespace, helpers, optionally an executor."""
+
+    def __init__(self, cluster: KubeCluster, namespace: str, workdir: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.kubeconfig = cluster.kubeconfig
+        self.api = cluster.api
+        self.is_emulator = cluster.is_emulator
+        self.emulator = cluster.emulator
+        self.executor: LocalExecutor | None = None
+        self._workdir = workdir
+
+    # ------------------------------------------------------------ executor
+
+    def require_emulator(self, why: str = "") -> None:
+        """Skip the test on a real cluster (executor / emulator-only powers)."""
+        if not self.is_emulator:
+            pytest.skip(
+                "needs the API emulator / local executor, not a real cluster "
+                f"({ENV_KUBECONFIG} is set){': ' + why if why else ''}"
+            )
+
+    def start_executor(self, mode: str = "run", **kwargs: Any) -> LocalExecutor:
+        """Start (or restart) a :class:`LocalExecutor` against the emulator watching this test's
+        namespace; stopped after the test. kwargs go to ``LocalExecutor``."""
+        self.require_emulator("the local executor plays kubelet")
+        self.stop_executor()
+        kwargs.setdefault("namespaces", {self.namespace})
+        workdir = self._workdir / f"executor-{uuid.uuid4().hex[:6]}"
+        self.executor = LocalExecutor(self.kubeconfig, workdir, mode=mode, **kwargs).start()  # type: ignore[arg-type]
+        return self.executor
+
+    def stop_executor(self) -> None:
+        if self.executor is not None:
+            self.executor.stop()
+            self.executor = None
+
+    # ------------------------------------------------------------ object helpers
+
+    def _ns(
+        self, kind: str, obj_ns: str | None, namespace: str | None, api_version: str | None
+    ) -> str | None:
+        _, _, namespaced = self.cluster.resource(kind, api_version)
+        return (namespace or obj_ns or self.namespace) if namespaced else None
+
+    def create(self, obj: Obj, namespace: str | None = None) -> Obj:
+        meta = obj.get("metadata") or {}
+        kind, av = obj["kind"], obj.get("apiVersion")
+        ns = self._ns(kind, meta.get("namespace"), namespace, av)
+        return self.cluster.request("POST", self.cluster.path(kind, ns, api_version=av), obj)
+
+    def apply(self, obj: Obj, namespace: str | None = None) -> Obj:
+        """Server-side apply (create or update), field manager ``dockyard-tests``, force."""
+        meta = obj.get("metadata") or {}
+        kind, av = obj["kind"], obj.get("apiVersion")
+        ns = self._ns(kind, meta.get("namespace"), namespace, av)
+        if ns:
+            obj = {**obj, "metadata": {**meta, "namespace": ns}}
+        return self.cluster.request(
+            "PATCH",
+            self.cluster.path(kind, ns, meta["name"], av),
+            obj,
+            {"fieldManager": FIELD_MANAGER, "force": "true"},
+            "application/apply-patch+yaml",
+        )
+
+    def apply_file(self, path: str | Path, namespace: str | None = None) -> list[Obj]:
+        """Server-side apply every document of a YAML file (or every *.yaml in a directory)."""
+        p = Path(path)
+        files = sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+        out = []
+        for f in files:
+            for doc in yaml.safe_load_all(f.read_text()):
+                if doc:
+                    out.append(self.apply(doc, namespace))
+        return out
+
+    def get(
+        self, kind: str, name: str, namespace: str | None = None, api_version: str | None = None
+    ) -> Obj | None:
+        """The object, or None if it does not exist."""
+        ns = self._ns(kind, None, namespace, api_version)
+        try:
+            return self.cluster.request("GET", self.cluster.path(kind, ns, name, api_version))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        api_version: str | None = None,
+    ) -> list[Obj]:
+        ns = self._ns(kind, None, namespace, api_version)
+        lst = self.cluster.request(
+            "GET",
+            self.cluster.path(kind, ns, api_version=api_version),
+            query={"labelSelector": label_selector},
+        )
+        return list(lst.get("items") or [])
+
+    def patch(
+        self,
+        kind: str,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        api_version: str | None = None,
+        subresource: str | None = None,
+        patch_type: str = "merge",
+    ) -> Obj:
+        """patch_type: merge | json | strategic."""
+        ctype = {
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+        }[patch_type]
+        ns = self._ns(kind, None, namespace, api_version)
+        return self.cluster.request(
+            "PATCH", self.cluster.path(kind, ns, name, api_version, subresource), patch, content_type=ctype
+        )
+
+    def patch_status(
+        self, kind: str, name: str, status: Obj, namespace: str | None = None, api_version: str | None = None
+    ) -> Obj:
+        return self.patch(kind, name, {"status": status}, namespace, api_version, subresource="status")
+
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        api_version: str | None = None,
+        propagation: str = "Background",
+        missing_ok: bool = True,
+    ) -> Obj | None:
+        ns = self._ns(kind, None, namespace, api_version)
+        try:
+            return self.cluster.request(
+                "DELETE",
+                self.cluster.path(kind, ns, name, api_version),
+                {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation},
+            )
+        except ApiException as e:
+            if e.status == 404 and missing_ok:
+                return None
+            raise
+
+    # ------------------------------------------------------------ waiting
+
+    @staticmethod
+    def wait_for(
+        predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = ""
+    ) -> T:
+        """Poll ``predicate()`` until it returns something truthy; return that. AssertionError
+        (with the last value) on timeout."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            last = predicate()
+            if last:
+                return last
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {message or getattr(predicate, '__name__', predicate)}"
+                    f"; last value: {last!r}"
+                )
+            time.sleep(interval)
+
+    @staticmethod
+    async def wait_for_async(
+        predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = ""
+    ) -> T:
+        """:meth:`wait_for` for async tests: runs ``predicate`` in a worker thread, so the loop
+        (e.g. an in-process operator) keeps running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = await asyncio.to_thread(predicate)
+            if last:
+                return last
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {message}; last value: {last!r}"
+                )
+            await asyncio.sleep(interval)
+
+    def wait_for_object(
+        self,
+        kind: str,
+        name: str,
+        predicate: Callable[[Obj], Any] | None = None,
+        namespace: str | None = None,
+        timeout: float = 30.0,
+        api_version: str | None = None,
+    ) -> Obj:
+        """Wait until the object exists and ``predicate(obj)`` is truthy; return the object."""
+        box: dict[str, Obj | None] = {"obj": None}
+
+        def check() -> bool:
+            obj = self.get(kind, name, namespace, api_version)
+            box["obj"] = obj
+            return obj is not None and (predicate is None or bool(predicate(obj)))
+
+        try:
+            self.wait_for(check, timeout, message=f"{kind} {name}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; object: {json.dumps(box['obj'], indent=1)[:4000]}") from None
+        assert box["obj"] is not None
+        return box["obj"]
+
+    def wait_for_deleted(
+        self, kind: str, name: str, namespace: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self.wait_for(lambda: self.get(kind, name, namespace) is None, timeout, message=f"{kind} {name} gone")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _start_emulator(tmp: Path) -> KubeCluster:
+    from tests.kubeapi.server import EmulatorThread
+
+    emulator = EmulatorThread(crd_dirs=[CRD_DIR], foreign_crds=True)
+    emulator.start()
+    kubeconfig = tmp / "kubeconfig"
+    emulator.write_kubeconfig(kubeconfig)
+    return KubeCluster(kubeconfig, emulator=emulator, emulator_runner=emulator)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    real = os.environ.get(ENV_KUBECONFIG)
+    if real:
+        cluster = KubeCluster(Path(real))
+        cluster.apply_crds()
+    else:
+        cluster = _start_emulator(tmp_path_factory.mktemp("kubeapi"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _namespace_name(nodeid: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", nodeid.split("::")[-1].lower()).strip("-")[:40].strip("-")
+    return f"t-{base}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def kube(kube_cluster: KubeCluster, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeEnv]:
+    name = _namespace_name(request.node.nodeid)
+    kube_cluster.request(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    env = KubeEnv(kube_cluster, name, tmp_path)
+    try:
+        yield env
+    finally:
+        env.stop_executor()
+        try:
+            kube_cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+        except ApiException:
+            pass
+
+
+@pytest.fixture
+def ns(kube: KubeEnv) -> str:
+    return kube.namespace
+
+
+@pytest.fixture
+def executor(kube: KubeEnv) -> LocalExecutor:
+    return kube.start_executor(mode="run")
+
+
+@pytest.fixture
+def instant_executor(kube: KubeEnv) -> LocalExecutor:
+    return kube.start_executor(mode="instant")

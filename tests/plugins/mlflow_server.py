@@ -1,0 +1,193 @@
+"""A real `mlflow server` on loopback for the tests (sqlite backend, proxied artifacts).
+
+Fixtures:
+  mlflow_server   session-scoped; an :class:`MlflowServer` with .uri, .stop(), .start(),
+                  .restart(), .client(), .wait_ready(). Tests may stop() it to simulate an
+                  outage and start() it again: same port, same data. A test that leaves it
+                  stopped gets it restarted right after that test.
+  mlflow_uri      function-scoped shortcut: the running server's URI.
+
+Environment: DOCKYARD_TEST_MLFLOW_URI=http://... uses an external server instead (stop/start
+then raise).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MlflowServer:
+    """One `mlflow server` process; restartable on the same port with the same data."""
+
+    def __init__(self, root: Path, port: int | None = None, *, workers: int = 2) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.workers = workers
+        self.host = "127.0.0.1"
+        self.db = root / "mlflow.db"
+        self.artifacts = root / "artifacts"
+        self.log_path = root / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+        self.external = False
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        mlflow = VENV_BIN / "mlflow"
+        exe = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
+        return [
+            *exe,
+            "server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--serve-artifacts",
+            "--workers",
+            str(self.workers),
+        ]
+
+    def start(self, timeout: float = 90.0) -> None:
+        if self.external:
+            raise RuntimeError("cannot start an external MLflow server")
+        if self.running():
+            return
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # so stop() can end the server and its workers together
+        )
+        self.wait_ready(timeout)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            r = requests.get(f"{self.uri}/health", timeout=2)
+            return r.status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"mlflow server not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server (and its workers); the port is free when this returns."""
+        if self.external:
+            raise RuntimeError("cannot stop an external MLflow server")
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._port_in_use():
+            time.sleep(0.1)
+
+    def restart(self, timeout: float = 90.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def _port_in_use(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            return s.connect_ex((self.host, self.port)) == 0
+
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """The shared MLflow server for the whole session."""
+    external = os.environ.get("DOCKYARD_TEST_MLFLOW_URI")
+    root = Path(tempfile.mkdtemp(prefix="dockyard-mlflow-"))
+    server = MlflowServer(root)
+    if external:
+        server.external = True
+        server.host, _, port = external.removeprefix("http://").rstrip("/").partition(":")
+        server.port = int(port or 80)
+        yield server
+        return
+    if not (VENV_BIN / "mlflow").exists() and shutil.which("mlflow") is None:
+        pytest.skip("mlflow is not installed (pip install -e '.[runtime]')")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_server_restart_after_outage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that stopped the shared server (outage simulation) gets it back afterwards."""
+    yield
+    if "mlflow_server" in request.fixturenames:
+        server: MlflowServer = request.getfixturevalue("mlflow_server")
+        if not server.external and not server.running():
+            server.start()
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_server: MlflowServer) -> str:
+    return mlflow_server.uri

@@ -1,0 +1,301 @@
+"""ModelDeploymentSpec / ModelDeploymentStatus: good specs parse, each bad spec names the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+import yaml
+from dockyard.api import ModelDeploymentSpec, ModelDeploymentStatus, Variant
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "03-modeldeployment.yaml"
+
+GOOD: dict[str, Any] = {
+    "modelName": "iris-classifier",
+    "variants": [
+        {"name": "champion", "alias": "champion", "weight": 80},
+        {"name": "challenger", "version": "7", "weight": 20, "replicas": 2},
+    ],
+    "router": {"type": "builtin", "sticky": {"header": "X-User-Id"}},
+}
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    """GOOD with the dotted `path` set to value (None deletes it)."""
+    spec = copy.deepcopy(GOOD)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node: Any = spec
+    for part in parents:
+        node = node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return spec
+
+
+def variants(*weights: int) -> list[dict[str, Any]]:
+    return [{"name": f"v{i}", "version": str(i + 1), "weight": w} for i, w in enumerate(weights)]
+
+
+def error_locs(data: Any) -> list[tuple[Any, ...]]:
+    with pytest.raises(pydantic.ValidationError) as info:
+        ModelDeploymentSpec.model_validate(data)
+    return [tuple(e["loc"]) for e in info.value.errors()]
+
+
+def test_example_parses() -> None:
+    spec = ModelDeploymentSpec.model_validate(yaml.safe_load(EXAMPLE.read_text())["spec"])
+    assert [v.name for v in spec.variants] == ["champion", "challenger"]
+    assert spec.router.sticky is not None and spec.router.sticky.header == "X-User-Id"
+    assert spec.weight_percentages() == {"champion": 80.0, "challenger": 20.0}
+
+
+def test_defaults() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {"modelName": "m", "variants": [{"name": "a", "version": "1", "weight": 1}]}
+    )
+    assert spec.runtime == "mlserver"
+    assert spec.router.type == "builtin"
+    assert spec.router.force_header == "X-Dockyard-Variant"
+    assert spec.router.replicas == 1 and spec.router.sticky is None
+    assert spec.alias_refresh_interval == "60s"
+    assert spec.variants[0].replicas == 1
+    # Unweighted variants default to 1, so they split traffic evenly.
+    assert Variant.model_validate({"name": "b", "alias": "x"}).weight == 1
+    even = ModelDeploymentSpec.model_validate(
+        {"modelName": "m", "variants": [{"name": "a", "version": "1"}, {"name": "b", "version": "2"}]}
+    )
+    assert even.weight_percentages() == {"a": 50.0, "b": 50.0}
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        pytest.param("variants", variants(1), id="single-variant"),
+        pytest.param("variants", [{"name": "a", "version": "1"}], id="single-default-weight"),
+        pytest.param("variants", variants(*[1] * 10), id="ten-variants"),
+        pytest.param("variants", variants(0, 1), id="one-zero-weight"),
+        pytest.param("variants", variants(1000, 1), id="max-weight"),
+        pytest.param("variants", variants(3, 3, 3), id="weights-not-summing-to-100"),
+        pytest.param("variants.0.replicas", 0, id="zero-replicas"),
+        pytest.param("variants.0.resources", {"requests": {"cpu": "1"}, "gpus": 1}, id="variant-resources"),
+        pytest.param("variants.0.name", "a" * 20, id="name-max-length"),
+        pytest.param("variants.0.name", "0", id="name-digit"),
+        pytest.param("variants.1.version", "123456789", id="version-large"),
+        pytest.param("runtime", "seldon", id="seldon-runtime"),
+        pytest.param(
+            "router",
+            {
+                "type": "gateway",
+                "gateway": {
+                    "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http"}],
+                    "hostnames": ["iris.example.com", "*.example.org"],
+                },
+            },
+            id="gateway",
+        ),
+        pytest.param(
+            "router",
+            {"type": "istio", "istio": {"hosts": ["iris"], "gateways": ["istio-system/gw"]}},
+            id="istio",
+        ),
+        pytest.param("router", {"type": "seldon"}, id="seldon-router"),
+        pytest.param("router", {"forceHeader": "X-Variant", "replicas": 3}, id="router-replicas"),
+        pytest.param("router", None, id="no-router"),
+        pytest.param("aliasRefreshInterval", "5m", id="refresh-interval"),
+        pytest.param("modelName", "Iris_Classifier.v2", id="model-name-mixed"),
+        pytest.param("image", "docker.io/seldonio/mlserver:1.7.1", id="image"),
+    ],
+)
+def test_accepts(path: str, value: Any) -> None:
+    ModelDeploymentSpec.model_validate(with_(path, value))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "loc"),
+    [
+        pytest.param("modelName", None, ("modelName",), id="missing-model-name"),
+        pytest.param("modelName", "a b", ("modelName",), id="model-name-space"),
+        pytest.param("modelName", "a;b", ("modelName",), id="model-name-semicolon"),
+        pytest.param("modelName", "${x}", ("modelName",), id="model-name-dollar"),
+        pytest.param("modelName", 'a"b', ("modelName",), id="model-name-quote"),
+        pytest.param("modelName", "a\nb", ("modelName",), id="model-name-newline"),
+        pytest.param("variants", None, ("variants",), id="missing-variants"),
+        pytest.param("variants", [], ("variants",), id="no-variants"),
+        pytest.param("variants", variants(*[1] * 11), ("variants",), id="eleven-variants"),
+        pytest.param("variants", variants(0, 0), ("variants",), id="all-zero-weights"),
+        pytest.param("variants.1.name", "champion", ("variants",), id="duplicate-names"),
+        pytest.param("variants.0.weight", -1, ("variants", 0, "weight"), id="negative-weight"),
+        pytest.param("variants.0.weight", 1001, ("variants", 0, "weight"), id="weight-too-big"),
+        pytest.param("variants.0.weight", 0.5, ("variants", 0, "weight"), id="fractional-weight"),
+        pytest.param("variants.0.version", "1", ("variants", 0), id="version-and-alias"),
+        pytest.param("variants.1.version", None, ("variants", 1), id="neither-version-nor-alias"),
+        pytest.param("variants.1.version", "0", ("variants", 1, "version"), id="version-zero"),
+        pytest.param("variants.1.version", "07", ("variants", 1, "version"), id="version-leading-zero"),
+        pytest.param("variants.1.version", "v7", ("variants", 1, "version"), id="version-prefixed"),
+        pytest.param("variants.1.version", "1.0", ("variants", 1, "version"), id="version-dotted"),
+        pytest.param("variants.1.version", 7, ("variants", 1, "version"), id="version-int"),
+        pytest.param("variants.1.version", "1234567890", ("variants", 1, "version"), id="version-too-long"),
+        pytest.param("variants.0.alias", "latest", ("variants", 0, "alias"), id="alias-latest"),
+        pytest.param("variants.0.alias", "v3", ("variants", 0, "alias"), id="alias-version-like"),
+        pytest.param("variants.0.alias", "champ ion", ("variants", 0, "alias"), id="alias-space"),
+        pytest.param("variants.0.name", "a;b", ("variants", 0, "name"), id="name-semicolon"),
+        pytest.param("variants.0.name", "a\nb", ("variants", 0, "name"), id="name-newline"),
+        pytest.param("variants.0.name", "a\n", ("variants", 0, "name"), id="name-trailing-newline"),
+        pytest.param("variants.0.name", "$a", ("variants", 0, "name"), id="name-dollar"),
+        pytest.param("variants.0.name", "a'b", ("variants", 0, "name"), id="name-quote"),
+        pytest.param("variants.0.name", "a b", ("variants", 0, "name"), id="name-space"),
+        pytest.param("variants.0.name", "ä", ("variants", 0, "name"), id="name-unicode"),
+        pytest.param("variants.0.name", "Champion", ("variants", 0, "name"), id="name-uppercase"),
+        pytest.param("variants.0.name", "a_b", ("variants", 0, "name"), id="name-underscore"),
+        pytest.param("variants.0.name", "-a", ("variants", 0, "name"), id="name-leading-dash"),
+        pytest.param("variants.0.name", "a" * 21, ("variants", 0, "name"), id="name-too-long"),
+        pytest.param("variants.0.name", "", ("variants", 0, "name"), id="name-empty"),
+        pytest.param("variants.0.name", None, ("variants", 0, "name"), id="name-missing"),
+        pytest.param("variants.0.replicas", -1, ("variants", 0, "replicas"), id="replicas-negative"),
+        pytest.param("variants.0.replicas", 101, ("variants", 0, "replicas"), id="replicas-too-many"),
+        pytest.param(
+            "variants.0.resources",
+            {"limits": {"memory": "lots"}},
+            ("variants", 0, "resources", "limits", "memory"),
+            id="quantity",
+        ),
+        pytest.param("runtime", "triton", ("runtime",), id="runtime"),
+        pytest.param("router.type", "nginx", ("router", "type"), id="router-type"),
+        pytest.param("router.sticky", {}, ("router", "sticky", "header"), id="sticky-header-missing"),
+        pytest.param(
+            "router.sticky.header", "X User", ("router", "sticky", "header"), id="sticky-header-space"
+        ),
+        pytest.param(
+            "router.sticky.header",
+            "X-User\r\nX-Evil: 1",
+            ("router", "sticky", "header"),
+            id="sticky-header-crlf",
+        ),
+        pytest.param(
+            "router.sticky.header", "X_User", ("router", "sticky", "header"), id="sticky-header-underscore"
+        ),
+        pytest.param(
+            "router.sticky.header", "X-User;", ("router", "sticky", "header"), id="sticky-header-semicolon"
+        ),
+        pytest.param("router.forceHeader", "$x", ("router", "forceHeader"), id="force-header-dollar"),
+        pytest.param("router.replicas", 0, ("router", "replicas"), id="router-replicas-zero"),
+        pytest.param(
+            "router.gateway",
+            {"parentRefs": [{"name": "Gw"}]},
+            ("router", "gateway", "parentRefs", 0, "name"),
+            id="parent-ref-name",
+        ),
+        pytest.param(
+            "router.gateway",
+            {"parentRefs": [{"name": "gw", "namespace": "a.b"}]},
+            ("router", "gateway", "parentRefs", 0, "namespace"),
+            id="parent-ref-namespace",
+        ),
+        pytest.param(
+            "router.gateway",
+            {"hostnames": ["bad host"]},
+            ("router", "gateway", "hostnames", 0),
+            id="hostname-space",
+        ),
+        pytest.param(
+            "router.gateway",
+            {"hostnames": ["ok.example.com", "Upper.example.com"]},
+            ("router", "gateway", "hostnames", 1),
+            id="hostname-uppercase",
+        ),
+        pytest.param(
+            "router.gateway",
+            {"hostnames": ["a.*.com"]},
+            ("router", "gateway", "hostnames", 0),
+            id="hostname-inner-wildcard",
+        ),
+        pytest.param("aliasRefreshInterval", "1d", ("aliasRefreshInterval",), id="refresh-interval-days"),
+        pytest.param("aliasRefreshInterval", "", ("aliasRefreshInterval",), id="refresh-interval-empty"),
+        pytest.param("traffic", {"a": 1}, ("traffic",), id="unknown-field"),
+    ],
+)
+def test_rejects(path: str, value: Any, loc: tuple[Any, ...]) -> None:
+    locs = error_locs(with_(path, value))
+    assert loc in locs, locs
+
+
+def test_error_messages_name_the_problem() -> None:
+    with pytest.raises(
+        pydantic.ValidationError, match=r"variant names must be unique \(repeated: champion\)"
+    ):
+        ModelDeploymentSpec.model_validate(with_("variants.1.name", "champion"))
+    with pytest.raises(pydantic.ValidationError, match="at least one variant needs a weight above 0"):
+        ModelDeploymentSpec.model_validate(with_("variants", variants(0, 0)))
+    with pytest.raises(
+        pydantic.ValidationError, match="variant 'champion': set exactly one of version or alias"
+    ):
+        ModelDeploymentSpec.model_validate(with_("variants.0.version", "1"))
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        pytest.param((80, 20), [80.0, 20.0], id="80-20"),
+        pytest.param((1, 1), [50.0, 50.0], id="equal"),
+        pytest.param((1, 1, 2), [25.0, 25.0, 50.0], id="relative"),
+        pytest.param((5,), [100.0], id="single"),
+        pytest.param((0, 3), [0.0, 100.0], id="zero-weight"),
+        pytest.param((1, 2), [100 / 3, 200 / 3], id="thirds"),
+    ],
+)
+def test_weight_percentages(weights: tuple[int, ...], expected: list[float]) -> None:
+    spec = ModelDeploymentSpec.model_validate(with_("variants", variants(*weights)))
+    got = spec.weight_percentages()
+    assert list(got) == [f"v{i}" for i in range(len(weights))]
+    assert list(got.values()) == pytest.approx(expected)
+    assert sum(got.values()) == pytest.approx(100.0)
+
+
+def test_status_parses() -> None:
+    status = ModelDeploymentStatus.model_validate(
+        {
+            "phase": "Ready",
+            "observedGeneration": 4,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "AllVariantsReady"}],
+            "endpoint": "http://iris-router.default.svc:8080",
+            "variants": [
+                {
+                    "name": "champion",
+                    "resolvedVersion": "6",
+                    "modelUri": "models:/iris-classifier/6",
+                    "weight": 80,
+                    "replicas": 1,
+                    "readyReplicas": 1,
+                    "endpoint": "http://iris-champion.default.svc:8080",
+                },
+            ],
+            "weights": "champion=80,challenger=20",
+        }
+    )
+    assert status.variants is not None and status.variants[0].resolved_version == "6"
+    assert status.to_api()["variants"][0]["readyReplicas"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        pytest.param(
+            {"variants": [{"resolvedVersion": "1"}]}, ("variants", 0, "name"), id="variant-name-missing"
+        ),
+        pytest.param(
+            {"variants": [{"name": "a", "readyReplicas": "one"}]},
+            ("variants", 0, "readyReplicas"),
+            id="ready-replicas-type",
+        ),
+        pytest.param({"observedGeneration": -1}, ("observedGeneration",), id="generation-negative"),
+    ],
+)
+def test_status_rejects(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        ModelDeploymentStatus.model_validate(data)
+    assert loc in [tuple(e["loc"]) for e in info.value.errors()]

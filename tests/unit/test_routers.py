@@ -1,0 +1,574 @@
+"""Unit tests for the routers: weight normalisation, the nginx renderer, HTTPRoute,
+VirtualService, SeldonDeployment, and hostile strings (API model and renderer)."""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import pytest
+from dockyard.api.modeldeployment import ModelDeploymentSpec, RouterSpec, StickySession, Variant
+from dockyard.config import OperatorConfig
+from dockyard.routers import builtin, gateway, istio, seldon
+from dockyard.routers.common import format_percent, normalise_weights
+from pydantic import ValidationError
+
+from tests.serving.golden import assert_golden_text
+
+OWNER: dict[str, Any] = {
+    "apiVersion": "dockyard.dev/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "iris", "namespace": "ml", "uid": "0b9c6d1e-0000-4000-8000-000000000001"},
+}
+CFG = OperatorConfig()
+
+
+def spec_of(weights: dict[str, int], **router: Any) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(
+        {
+            "modelName": "iris-classifier",
+            "variants": [
+                {"name": n, "version": str(i + 1), "weight": w} for i, (n, w) in enumerate(weights.items())
+            ],
+            "router": router,
+        }
+    )
+
+
+def local(spec: ModelDeploymentSpec) -> tuple[dict[str, str], dict[str, str]]:
+    ups = {v.name: f"127.0.0.1:{9001 + i}" for i, v in enumerate(spec.variants)}
+    return ups, {v.name: v.version or "1" for v in spec.variants}
+
+
+def split_shares(conf: str) -> dict[str, int]:
+    """Parse split_clients back into 10000ths; the '*' entry gets the rest."""
+    block = re.search(r"split_clients [^{]*\{(.*?)\}", conf, re.S)
+    assert block
+    shares: dict[str, int] = {}
+    star = None
+    for line in block.group(1).strip().splitlines():
+        m = re.fullmatch(r"\s*([0-9]+)\.([0-9]{2})% ([a-z0-9-]+);", line)
+        if m:
+            shares[m.group(3)] = int(m.group(1)) * 100 + int(m.group(2))
+            continue
+        m = re.fullmatch(r"\s*\* ([a-z0-9-]+);\s+# ([0-9.]+)%", line)
+        assert m, line
+        star = m.group(1)
+        shares[star] = 10000 - sum(shares.values())
+        assert format_percent(shares[star]) == m.group(2) + "%"
+    assert star is not None
+    return shares
+
+
+# -- weight normalisation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("weights", "total", "expected"),
+    [
+        ([("a", 80), ("b", 20)], 10000, {"a": 8000, "b": 2000}),
+        ([("a", 8), ("b", 2)], 100, {"a": 80, "b": 20}),
+        ([("only", 7)], 100, {"only": 100}),
+        ([("a", 1), ("b", 1), ("c", 1)], 100, {"a": 34, "b": 33, "c": 33}),
+        ([("a", 1), ("b", 1), ("c", 1)], 10000, {"a": 3334, "b": 3333, "c": 3333}),
+        ([("a", 0), ("b", 1), ("c", 1), ("d", 1)], 100, {"a": 0, "b": 34, "c": 33, "d": 33}),
+        ([("a", 2), ("b", 1)], 100, {"a": 67, "b": 33}),
+        ([("a", 1), ("b", 2)], 100, {"a": 33, "b": 67}),
+        ([("a", 0), ("b", 5)], 10000, {"a": 0, "b": 10000}),
+        # a tiny positive weight keeps one unit instead of rounding to 0
+        ([("big", 1000), ("tiny", 1)], 100, {"big": 99, "tiny": 1}),
+        ([("big", 1000), ("t1", 1), ("t2", 1)], 100, {"big": 98, "t1": 1, "t2": 1}),
+    ],
+)
+def test_normalise_weights(weights: list[tuple[str, int]], total: int, expected: dict[str, int]) -> None:
+    assert normalise_weights(weights, total) == expected
+
+
+def test_normalise_weights_properties() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        n = rng.randint(1, 10)
+        weights = [(f"v{i}", rng.choice([0, 0, 1, 2, 3, 7, 33, 100, 999, 1000])) for i in range(n)]
+        if not any(w for _, w in weights):
+            weights[0] = ("v0", 1)
+        total_w = sum(w for _, w in weights)
+        for total in (100, 10000):
+            units = normalise_weights(weights, total)
+            assert sum(units.values()) == total
+            assert normalise_weights(weights, total) == units  # deterministic
+            for name, w in weights:
+                exact = w * total / total_w
+                if w == 0:
+                    assert units[name] == 0
+                else:
+                    assert units[name] >= 1
+                    # within one unit of the exact share, plus what the minimum-1 rule moved
+                    assert abs(units[name] - exact) < 1 + sum(
+                        1 for _, x in weights if x and x * total < total_w
+                    )
+
+
+@pytest.mark.parametrize("bad", [[], [("a", 0)], [("a", -1), ("b", 2)], [("a", 1), ("a", 1)]])
+def test_normalise_weights_rejects(bad: list[tuple[str, int]]) -> None:
+    with pytest.raises(ValueError):
+        normalise_weights(bad, 100)
+
+
+# -- the nginx renderer --------------------------------------------------------------------------
+
+
+def test_render_split_sums_to_100_and_matches_weights() -> None:
+    spec = spec_of({"a": 1, "b": 1, "c": 1})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert split_shares(conf) == {"a": 3334, "b": 3333, "c": 3333}
+    assert "33.34% a;" in conf and "33.33% b;" in conf and "* c;  # 33.33%" in conf
+
+
+def test_render_weight_zero_has_no_bucket_but_is_forceable() -> None:
+    spec = spec_of({"main": 9, "dark": 0, "canary": 1})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert split_shares(conf) == {"main": 9000, "canary": 1000}
+    assert not re.search(r"^\s*0\.00% ", conf, re.M)  # nginx reads 0% as "the rest"
+    force_map = re.search(r"map \$http_x_dockyard_variant \$dockyard_forced \{(.*?)\}", conf, re.S)
+    assert force_map and "\\dark dark;" in force_map.group(1)
+    assert "upstream dockyard-variant-dark {" in conf
+
+
+def test_render_single_variant() -> None:
+    spec = spec_of({"only": 5})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert split_shares(conf) == {"only": 10000}
+
+
+def test_render_random_by_default_sticky_when_asked() -> None:
+    spec = spec_of({"a": 80, "b": 20})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert 'split_clients "iris-classifier:$request_id" $dockyard_split {' in conf
+    assert "$http_x_user_id" not in conf
+    sticky = spec_of({"a": 80, "b": 20}, sticky={"header": "X-User-Id"})
+    conf = builtin.render_nginx_config(sticky, *local(sticky))
+    assert 'split_clients "iris-classifier:$dockyard_split_key" $dockyard_split {' in conf
+    # A request without the header (or with an empty one) falls back to the random key.
+    assert re.search(
+        r'map \$http_x_user_id \$dockyard_split_key \{\s*"" \$request_id;\s*default \$http_x_user_id;', conf
+    )
+
+
+def test_render_force_header_response_headers_and_paths() -> None:
+    spec = spec_of({"a": 80, "b": 20}, forceHeader="X-Force-Variant")
+    conf = builtin.render_nginx_config(
+        spec,
+        *local(spec),
+        listen_port=18080,
+        pid_path="/run/x/nginx.pid",
+        temp_dir="/var/tmp/ng",
+        model_name_header=False,
+    )
+    assert "map $http_x_force_variant $dockyard_forced {" in conf
+    assert "listen 18080;" in conf and "pid /run/x/nginx.pid;" in conf
+    assert "proxy_temp_path /var/tmp/ng/proxy_temp;" in conf
+    assert "add_header X-Dockyard-Variant $dockyard_variant always;" in conf
+    assert "add_header X-Dockyard-Model-Version $dockyard_model_version always;" in conf
+    assert "X-Dockyard-Model " not in conf
+    assert "location = /healthz {" in conf
+    assert "proxy_pass http://$dockyard_upstream;" in conf  # no URI part: the path is passed as is
+    assert "access_log /dev/stdout dockyard;" in conf
+
+
+def test_render_map_keywords_are_escaped() -> None:
+    spec = spec_of({"default": 1, "include": 1, "hostnames": 1, "volatile": 1})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    for name in ("default", "include", "hostnames", "volatile"):
+        assert f"\\{name} {name};" in conf
+    assert not re.search(r"^\s*include\s", conf, re.M)
+
+
+def test_golden_nginx_conf() -> None:
+    spec = spec_of({"champion": 80, "challenger": 20, "shadow": 0}, sticky={"header": "X-User-Id"})
+    ups = builtin.router_upstreams("ml", "iris", spec, CFG)
+    assert ups["champion"] == "iris-champion.ml.svc.cluster.local:8080"
+    assert_golden_text(
+        "nginx-sticky.conf",
+        builtin.render_nginx_config(spec, ups, {"champion": "3", "challenger": "4", "shadow": "1"}),
+    )
+
+
+def test_router_objects() -> None:
+    spec = spec_of({"champion": 80, "challenger": 20}, replicas=3)
+    versions = {"champion": "3", "challenger": "4"}
+    cm, dep, svc = builtin.build_router_objects(OWNER, spec, versions, CFG)
+    conf = cm["data"]["nginx.conf"]
+    assert conf == builtin.render_nginx_config(
+        spec, builtin.router_upstreams("ml", "iris", spec, CFG), versions
+    )
+    assert cm["metadata"]["name"] == dep["metadata"]["name"] == "iris-router"
+    assert svc["metadata"]["name"] == "iris"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "appProtocol": "http"}
+    ]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == CFG.router_image
+    assert c["command"] == [
+        "nginx",
+        "-c",
+        "/etc/nginx/dockyard/nginx.conf",
+        "-e",
+        "stderr",
+        "-g",
+        "daemon off;",
+    ]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 101
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+# -- hostile strings -----------------------------------------------------------------------------
+
+HOSTILE_VARIANTS = ["a;b", "x\n}", "x\n", "A", "a b", "a$b", "-a", "a}", 'a"b', "ä", "a" * 21, ""]
+HOSTILE_HEADERS = [
+    "X User",
+    "X-User\n",
+    "X-User\r\nX: y",
+    "$x",
+    "X_User",
+    "X-User;",
+    "1X",
+    "X-User}",
+    "",
+    "X" * 65,
+]
+HOSTILE_MODELS = [
+    'iris"; include /etc/passwd; #',
+    "iris'",
+    "iris\n",
+    "ir is",
+    "$iris",
+    "iris;",
+    "{iris}",
+    "-iris",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_VARIANTS)
+def test_api_rejects_hostile_variant_names(name: str) -> None:
+    with pytest.raises(ValidationError):
+        Variant.model_validate({"name": name, "version": "1", "weight": 1})
+
+
+@pytest.mark.parametrize("header", HOSTILE_HEADERS)
+def test_api_rejects_hostile_header_names(header: str) -> None:
+    with pytest.raises(ValidationError):
+        StickySession.model_validate({"header": header})
+    with pytest.raises(ValidationError):
+        RouterSpec.model_validate({"forceHeader": header})
+
+
+@pytest.mark.parametrize("model", HOSTILE_MODELS)
+def test_api_rejects_hostile_model_names(model: str) -> None:
+    with pytest.raises(ValidationError):
+        ModelDeploymentSpec.model_validate(
+            {"modelName": model, "variants": [{"name": "a", "version": "1", "weight": 1}]}
+        )
+
+
+@pytest.mark.parametrize("version", ["1;", "0", "1\n", "v1", "1 2", "1" * 10])
+def test_api_rejects_hostile_versions(version: str) -> None:
+    with pytest.raises(ValidationError):
+        Variant.model_validate({"name": "a", "version": version, "weight": 1})
+
+
+def _bypassed(
+    *, variant: str = "a", model: str = "iris", force: str = "X-Dockyard-Variant", sticky: str | None = None
+) -> ModelDeploymentSpec:
+    """A spec built without validation: what the renderer must still refuse."""
+    router = RouterSpec.model_construct(
+        type="builtin",
+        force_header=force,
+        replicas=1,
+        gateway=None,
+        istio=None,
+        sticky=StickySession.model_construct(header=sticky) if sticky is not None else None,
+    )
+    variants = [
+        Variant.model_construct(name=variant, version="1", alias=None, weight=1, replicas=1, resources=None)
+    ]
+    return ModelDeploymentSpec.model_construct(
+        model_name=model,
+        variants=variants,
+        runtime="mlserver",
+        router=router,
+        alias_refresh_interval="60s",
+        image=None,
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in HOSTILE_VARIANTS if n and n != "a" * 21])
+def test_renderer_rejects_hostile_variant_names(name: str) -> None:
+    spec = _bypassed(variant=name)
+    with pytest.raises(ValueError, match="refusing"):
+        builtin.render_nginx_config(spec, {name: "127.0.0.1:9001"}, {name: "1"})
+
+
+@pytest.mark.parametrize("header", HOSTILE_HEADERS)
+def test_renderer_rejects_hostile_headers(header: str) -> None:
+    for spec in (_bypassed(force=header), _bypassed(sticky=header)):
+        with pytest.raises(ValueError, match="refusing"):
+            builtin.render_nginx_config(spec, {"a": "127.0.0.1:9001"}, {"a": "1"})
+
+
+@pytest.mark.parametrize("model", HOSTILE_MODELS)
+def test_renderer_rejects_hostile_model_names(model: str) -> None:
+    with pytest.raises(ValueError, match="refusing"):
+        builtin.render_nginx_config(_bypassed(model=model), {"a": "127.0.0.1:9001"}, {"a": "1"})
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "evil;}",
+        "127.0.0.1:99999",
+        "127.0.0.1:0",
+        "host:80\n",
+        "a b:80",
+        "host",
+        "http://host:80",
+        "host:80;include /etc/passwd",
+        "[::1]:80",
+        "HOST:80",
+        ":80",
+    ],
+)
+def test_renderer_rejects_hostile_upstreams(upstream: str) -> None:
+    spec = spec_of({"a": 1})
+    with pytest.raises(ValueError, match="refusing"):
+        builtin.render_nginx_config(spec, {"a": upstream}, {"a": "1"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pid_path": "/tmp/x.pid; include /etc/passwd"}, "refusing"),
+        ({"pid_path": "relative.pid"}, "refusing"),
+        ({"temp_dir": "/tmp/../etc"}, "refusing"),
+        ({"temp_dir": "/tmp/a b"}, "refusing"),
+        ({"listen_port": 0}, "refusing"),
+        ({"listen_port": 70000}, "refusing"),
+    ],
+)
+def test_renderer_rejects_bad_paths_and_ports(kwargs: dict[str, Any], match: str) -> None:
+    spec = spec_of({"a": 1})
+    with pytest.raises(ValueError, match=match):
+        builtin.render_nginx_config(spec, {"a": "127.0.0.1:9001"}, {"a": "1"}, **kwargs)
+
+
+def test_renderer_rejects_mismatched_inputs() -> None:
+    spec = spec_of({"a": 1, "b": 1})
+    with pytest.raises(ValueError, match="upstreams"):
+        builtin.render_nginx_config(spec, {"a": "127.0.0.1:1"}, {"a": "1", "b": "2"})
+    with pytest.raises(ValueError, match="upstreams"):
+        builtin.render_nginx_config(
+            spec, {"a": "127.0.0.1:1", "b": "127.0.0.1:2", "c": "127.0.0.1:3"}, {"a": "1", "b": "2"}
+        )
+    with pytest.raises(ValueError, match="resolved version"):
+        builtin.render_nginx_config(spec, {"a": "127.0.0.1:1", "b": "127.0.0.1:2"}, {"a": "1"})
+    with pytest.raises(ValueError, match="model version"):
+        builtin.render_nginx_config(spec, {"a": "127.0.0.1:1", "b": "127.0.0.1:2"}, {"a": "1", "b": "2;"})
+
+
+# -- gateway ----------------------------------------------------------------------------------------
+
+
+def test_http_route() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "modelName": "iris-classifier",
+            "runtime": "seldon",
+            "variants": [
+                {"name": "a", "version": "1", "weight": 3},
+                {"name": "b", "version": "2", "weight": 0},
+            ],
+            "router": {
+                "type": "gateway",
+                "gateway": {
+                    "parentRefs": [
+                        {"name": "public", "namespace": "gw", "sectionName": "http"},
+                        {"name": "internal"},
+                    ],
+                    "hostnames": ["iris.example.com", "*.models.example.com"],
+                },
+            },
+        }
+    )
+    (route,) = gateway.build_router_objects(OWNER, spec, {"a": "1", "b": "2"}, CFG)
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["kind"] == "HTTPRoute"
+    assert route["metadata"]["name"] == "iris"
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "public",
+            "namespace": "gw",
+            "sectionName": "http",
+        },
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "internal"},
+    ]
+    assert route["spec"]["hostnames"] == ["iris.example.com", "*.models.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert [(b["name"], b["port"], b["weight"]) for b in rule["backendRefs"]] == [
+        ("iris-a", 9000, 3),
+        ("iris-b", 9000, 0),
+    ]
+
+
+def test_http_route_rejects_hostile_hostnames() -> None:
+    with pytest.raises(ValidationError):
+        ModelDeploymentSpec.model_validate(
+            {
+                "modelName": "m",
+                "variants": [{"name": "a", "version": "1", "weight": 1}],
+                "router": {"type": "gateway", "gateway": {"hostnames": ["evil.com\nx"]}},
+            }
+        )
+
+
+# -- istio ------------------------------------------------------------------------------------------
+
+
+def test_virtual_service() -> None:
+    spec = spec_of({"a": 1, "b": 1, "c": 1, "off": 0}, type="istio")
+    versions = {"a": "1", "b": "2", "c": "3", "off": "4"}
+    svc, vs = istio.build_router_objects(OWNER, spec, versions, CFG)
+    assert svc["kind"] == "Service" and svc["metadata"]["name"] == "iris"
+    assert "dockyard.dev/variant" not in svc["spec"]["selector"]  # every variant's pods
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "serving"
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert vs["apiVersion"] == "networking.istio.io/v1" and vs["kind"] == "VirtualService"
+    assert vs["spec"]["hosts"] == ["iris"]
+    assert "gateways" not in vs["spec"]
+    force, weighted = vs["spec"]["http"][:-1], vs["spec"]["http"][-1]
+    assert [r["match"][0]["headers"]["x-dockyard-variant"]["exact"] for r in force] == ["a", "b", "c", "off"]
+    routes = weighted["route"]
+    assert [(r["destination"]["host"], r["weight"]) for r in routes] == [
+        ("iris-a.ml.svc.cluster.local", 34),
+        ("iris-b.ml.svc.cluster.local", 33),
+        ("iris-c.ml.svc.cluster.local", 33),
+    ]
+    assert sum(r["weight"] for r in routes) == 100
+    assert routes[1]["headers"]["response"]["set"] == {
+        "X-Dockyard-Variant": "b",
+        "X-Dockyard-Model-Version": "2",
+    }
+    assert routes[0]["destination"]["port"] == {"number": 8080}
+
+
+def test_virtual_service_hosts_and_gateways() -> None:
+    spec = spec_of(
+        {"a": 1},
+        type="istio",
+        istio={
+            "hosts": ["iris.example.com", "*.ml.example.com"],
+            "gateways": ["istio-system/public", "mesh"],
+        },
+    )
+    (_, vs) = istio.build_router_objects(OWNER, spec, {"a": "1"}, CFG)
+    assert vs["spec"]["hosts"] == ["iris.example.com", "*.ml.example.com"]
+    assert vs["spec"]["gateways"] == ["istio-system/public", "mesh"]
+    assert vs["spec"]["http"][-1]["route"][0]["weight"] == 100
+
+
+@pytest.mark.parametrize(
+    "istio_cfg",
+    [
+        {"hosts": ["*"]},
+        {"hosts": ["a b"]},
+        {"hosts": ["iris\n"]},
+        {"gateways": ["a/b/c"]},
+        {"gateways": ["x;y"]},
+        {"gateways": ["*"]},
+    ],
+)
+def test_virtual_service_rejects_hostile_hosts(istio_cfg: dict[str, Any]) -> None:
+    # The API model leaves istio hosts/gateways as free strings; the builder refuses bad ones.
+    spec = spec_of({"a": 1}, type="istio", istio=istio_cfg)
+    with pytest.raises(ValueError, match="refusing"):
+        istio.build_router_objects(OWNER, spec, {"a": "1"}, CFG)
+
+
+# -- seldon -----------------------------------------------------------------------------------------
+
+
+def test_seldon_deployment() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "modelName": "iris-classifier",
+            "variants": [
+                {
+                    "name": "a",
+                    "version": "1",
+                    "weight": 2,
+                    "replicas": 2,
+                    "resources": {"limits": {"memory": "1Gi"}},
+                },
+                {"name": "b", "version": "2", "weight": 1},
+                {"name": "c", "version": "3", "weight": 0, "replicas": 0},
+            ],
+            "router": {"type": "seldon"},
+        }
+    )
+    uris = {
+        "a": "s3://bucket/1/r1/artifacts/model",
+        "b": "s3://bucket/1/r2/artifacts/model",
+        "c": "gs://bucket/m/3",
+    }
+    (sdep,) = seldon.build_router_objects(OWNER, spec, {"a": "1", "b": "2", "c": "3"}, CFG, model_uris=uris)
+    assert sdep["apiVersion"] == "machinelearning.seldon.io/v1" and sdep["kind"] == "SeldonDeployment"
+    assert sdep["spec"]["protocol"] == "v2"
+    preds = sdep["spec"]["predictors"]
+    assert [(p["name"], p["replicas"], p["traffic"]) for p in preds] == [
+        ("a", 2, 67),
+        ("b", 1, 33),
+        ("c", 0, 0),
+    ]
+    assert sum(p["traffic"] for p in preds) == 100
+    assert preds[0]["graph"] == {
+        "name": "model",
+        "type": "MODEL",
+        "implementation": "MLFLOW_SERVER",
+        "modelUri": uris["a"],
+        "children": [],
+    }
+    assert preds[1]["labels"]["dockyard.dev/model-version"] == "2"
+    comp = preds[0]["componentSpecs"][0]["spec"]
+    assert comp["securityContext"]["runAsNonRoot"] is True
+    assert comp["containers"][0]["name"] == "model"
+    assert comp["containers"][0]["resources"] == {"limits": {"memory": "1Gi"}}
+    assert comp["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_seldon_runtime_protocol() -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "modelName": "m",
+            "runtime": "seldon",
+            "variants": [{"name": "a", "version": "1", "weight": 1}],
+            "router": {"type": "seldon"},
+        }
+    )
+    (sdep,) = seldon.build_router_objects(OWNER, spec, {"a": "1"}, CFG, model_uris={"a": "s3://b/m"})
+    assert sdep["spec"]["protocol"] == "seldon"
+    assert sdep["spec"]["predictors"][0]["traffic"] == 100
+
+
+@pytest.mark.parametrize("uri", ["s3://b/m\n", "s3://b/m x", 's3://b/"m', "no-scheme", "", "s3://b/m;rm"])
+def test_seldon_rejects_hostile_model_uris(uri: str) -> None:
+    spec = spec_of({"a": 1}, type="seldon")
+    with pytest.raises(ValueError, match="refusing"):
+        seldon.build_router_objects(OWNER, spec, {"a": "1"}, CFG, model_uris={"a": uri})
+    with pytest.raises(ValueError, match="model URI"):
+        seldon.build_router_objects(OWNER, spec, {"a": "1"}, CFG, model_uris={})
