@@ -119,7 +119,7 @@ def test_invalid_object_error_names_the_field(kubectl, tmp_path):
     )
 
 
-def test_client_side_apply_create_and_builtin_kinds(kubectl, k, tmp_path):
+def test_client_side_apply_create_and_builtin_kinds(kubectl, k, emu, tmp_path):
     f = tmp_path / "cm.yaml"
     f.write_text(
         yaml.safe_dump(
@@ -160,6 +160,20 @@ def test_client_side_apply_create_and_builtin_kinds(kubectl, k, tmp_path):
     assert lines[1].split()[:3] == ["team-x", "web", "0/1"]
     kubectl("delete", "namespace", "team-x")  # waits until the namespace is gone
     assert kubectl("get", "ns", "team-x", check=False).returncode != 0
+    # kubectl logs reads the pods/log subresource (filled by whoever plays kubelet)
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "main", "image": "python:3.12"}]},
+            }
+        )
+    )
+    kubectl("create", "-f", str(f))
+    emu.set_pod_log("default", "p", "main", "hello from the pod\n")
+    assert kubectl("logs", "p").stdout == "hello from the pod\n"
     # typed imperative commands send protobuf bodies, which the emulator does not decode
     proc = kubectl("create", "namespace", "team-y", check=False)
     assert proc.returncode != 0 and "protobuf" in proc.stderr

@@ -245,3 +245,15 @@ def test_server_side_apply_builtin_containers_by_name(k):
         "sidecar",
         "debug",
     ]
+
+
+def test_apply_removing_a_list_map_item_removes_it_whole() -> None:
+    """SSA with list-type map: dropping an item from the applied config deletes that item."""
+    from tests.kubeapi import patch as p
+
+    live = [{"name": "a", "weight": 1}, {"name": "b", "weight": 2}, {"name": "c", "weight": 3}]
+    obj = {"spec": {"variants": live}}
+    for leaf in (("spec", "variants", ("k", '{"name":"b"}'), "name"),
+                 ("spec", "variants", ("k", '{"name":"b"}'), "weight")):
+        p._delete_path(obj, leaf)
+    assert obj["spec"]["variants"] == [{"name": "a", "weight": 1}, {"name": "c", "weight": 3}]

@@ -62,8 +62,11 @@ def test_input_is_not_mutated():
         ({"code": "abcdefghij"}, "spec.code: Too long: may not be more than 8 bytes"),
         ({"code": "a"}, 'spec.code: Invalid value: "a": spec.code in body should be at least 2 chars long'),
         ({"code": "ab1"}, "spec.code: Invalid value: \"ab1\": spec.code in body should match '^[a-z]+$'"),
-        ({"code": "ab\n"}, "spec.code: Invalid value: \"ab\\n\": spec.code in body should match '^[a-z]+$'"),  # RE2 `$`
-    ({"ratio": 1}, "spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1"),
+        (
+            {"code": "ab\n"},
+            "spec.code: Invalid value: \"ab\\n\": spec.code in body should match '^[a-z]+$'",
+        ),  # RE2 `$`
+        ({"ratio": 1}, "spec.ratio: Invalid value: 1: spec.ratio in body should be less than 1"),
         ({"tags": ["a", "b", "c", "d"]}, "spec.tags: Too many: 4: must have at most 3 items"),
         ({"tags": ["a", "a"]}, 'spec.tags[1]: Duplicate value: "a"'),
         ({"items": []}, "spec.items: Invalid value: 0: spec.items in body should have at least 1 items"),

@@ -12,6 +12,12 @@ from tests.plugins.kube import KubeEnv, has_condition
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(autouse=True)
+def _emulator_only(kube: KubeEnv) -> None:
+    kube.require_emulator("these tests test the local executor itself")
+
+
 PY = Path(sys.executable).name
 
 

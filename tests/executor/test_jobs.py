@@ -8,10 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from kubernetes.client import CoreV1Api
 
 from tests.plugins.kube import KubeEnv, condition, has_condition
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _emulator_only(kube: KubeEnv) -> None:
+    kube.require_emulator("these tests test the local executor itself")
+
 
 PY = Path(sys.executable).name  # resolved in the executor's python_bin_dir (.venv/bin)
 
@@ -109,6 +116,9 @@ def test_job_runs_with_secret_env_configmap_volume_and_termination_message(kube:
     out = kube.executor.logs(kube.namespace, name)
     assert "training on file:///" in out and "file:///data/" not in out  # rewritten to the scratch dir
     assert "oops" in out
+    # served through the API too (kubectl logs), by the official client
+    served = kube.wait_for(lambda: CoreV1Api(kube.api).read_namespaced_pod_log(name, kube.namespace))
+    assert "oops" in served and "training on" in served
 
 
 def test_failing_job_retries_up_to_backoff_limit(kube: KubeEnv, executor) -> None:
@@ -227,3 +237,13 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_executor_survives_dropped_watches_and_expired_history(kube: KubeEnv, instant_executor) -> None:
+    kube.emulator.faults.drop_watches()
+    kube.emulator.faults.expire_history()
+    kube.create(job("after-drop", ["true"]))
+    assert has_condition(finished(kube, "after-drop"), "Complete")
+    kube.emulator.faults.fail_next("PATCH", r"/jobs/after-error/status", 500)
+    kube.create(job("after-error", ["true"]))
+    assert has_condition(finished(kube, "after-error"), "Complete")

@@ -57,6 +57,11 @@ from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.unit.test_bad_input_schema import REJECTED, REPORTED, Case, names_field
 
+# Known-bug cases first: their (strict xfail) tests must run before the quiet window, which
+# deletes those objects so their retries cannot be mistaken for the others' writes.
+REPORTED_ORDER = sorted(REPORTED, key=lambda c: c.known_bug is None)
+LIVE = [c for c in REPORTED if c.known_bug is None]
+
 pytestmark = pytest.mark.integration
 
 BASE_DATASET = "bad-corpus-base"
@@ -67,7 +72,10 @@ QUIET_WINDOW = float(os.environ.get("DOCKYARD_TEST_QUIET_WINDOW", "3"))
 MAX_WRITES_IN_WINDOW = 2
 # Reported states are reached in about a second, except the estimator cases, which wait for the
 # base Dataset's profiling Job and then run a real (failing) training Job.
-CONVERGE_TIMEOUT = 180.0
+CONVERGE_TIMEOUT = 240.0
+# A file documenting a known operator bug (``# xfail:``) gets this long to show the right outcome; all
+# but the estimator cases converge in about a second, so it overlaps their convergence anyway.
+KNOWN_BUG_TIMEOUT = 20.0
 
 CHILD_KINDS: list[tuple[str, str | None]] = [
     ("Job", None),
@@ -190,7 +198,9 @@ class Corpus:
 
     def apply_all(self) -> None:
         for case in REPORTED:
-            created = self.env.apply(copy.deepcopy(case.obj))
+            # create (JSON), not server-side apply (YAML): YAML caps implicit mapping keys at 1024
+            # characters, and one case has a 40000-character map key.
+            created = self.env.create(copy.deepcopy(case.obj))
             self.uids[case.id] = created["metadata"]["uid"]
         self.deadline = time.monotonic() + CONVERGE_TIMEOUT
 
@@ -198,7 +208,7 @@ class Corpus:
         return self.env.get(case.kind, case.name)
 
     def wait_reported(self, case: Case) -> dict[str, Any]:
-        timeout = max(self.deadline - time.monotonic(), 5.0)
+        timeout = KNOWN_BUG_TIMEOUT if case.known_bug else max(self.deadline - time.monotonic(), 5.0)
         return self.env.wait_for_object(
             case.kind, case.name, lambda o: in_reported_state(case, o), timeout=timeout
         )
@@ -238,13 +248,13 @@ class Corpus:
 
         def settled() -> set[str] | None:
             done = set()
-            for case in REPORTED:
+            for case in LIVE:
                 obj = self.get(case)
                 if in_reported_state(case, obj) and _warning_events(
                     env, self.uids[case.id], str(case.reason)
                 ):
                     done.add(case.id)
-            return done if len(done) == len(REPORTED) and not self._active_jobs() else None
+            return done if len(done) == len(LIVE) and not self._active_jobs() else None
 
         try:
             env.wait_for(
@@ -255,11 +265,15 @@ class Corpus:
             )
         except AssertionError:
             pass  # measure anyway; the per-case tests report which one did not converge
-        converged = {c.id for c in REPORTED if in_reported_state(c, self.get(c))}
+        converged = {c.id for c in LIVE if in_reported_state(c, self.get(c))}
+        for case in REPORTED:
+            if case.known_bug:  # its test has run (REPORTED_ORDER); stop its retries before measuring
+                env.delete(case.kind, case.name)
+                env.wait_for_deleted(case.kind, case.name)
 
         def snapshot() -> tuple[dict[str, str], dict[str, list[str]]]:
             rvs = {}
-            for case in REPORTED:
+            for case in LIVE:
                 obj = self.get(case)
                 rvs[case.id] = obj["metadata"]["resourceVersion"] if obj else ""
             events: dict[str, list[str]] = {}
@@ -386,7 +400,7 @@ def test_rejected_with_field_path(case: Case, rejected_env: KubeEnv) -> None:
 # ------------------------------------------------------------------------------------ reported
 
 
-@pytest.mark.parametrize("case", [c.param() for c in REPORTED])
+@pytest.mark.parametrize("case", [c.param() for c in REPORTED_ORDER])
 def test_reported_precisely_without_children(case: Case, corpus: Corpus) -> None:
     env = corpus.env
     obj = corpus.wait_reported(case)
@@ -432,10 +446,15 @@ def test_reported_precisely_without_children(case: Case, corpus: Corpus) -> None
         experiment = f"dockyard/{env.namespace}/{case.name}"
         assert corpus.mlflow.client().get_experiment_by_name(experiment) is None
 
-    # The operator survived it and logged no traceback / ERROR about it.
+    # The operator survived it, logged no traceback / ERROR about it and never failed a reconcile
+    # of it (a failure is retried with backoff and logged at WARNING: a quiet retry loop).
     assert corpus.operator.alive(), corpus.operator.log_tail()
     errors = [line for line in corpus.operator.error_lines() if case.name in line]
     assert errors == [], errors
+    key = f"{case.kind}/{env.namespace}/{case.name}"
+    log = corpus.operator.log_path.read_text(errors="replace").splitlines()
+    failures = [line[:500] for line in log if f"reconcile {key} failed" in line]
+    assert failures == [], failures
 
     # No hot loop: once converged, the object is not written again and no Event repeats.
     quiet = corpus.quiet()
@@ -450,7 +469,7 @@ def test_reported_precisely_without_children(case: Case, corpus: Corpus) -> None
 def test_no_hot_loop_after_reporting(corpus: Corpus) -> None:
     """API writes in the whole namespace while every reported object sits in its reported state."""
     quiet = corpus.quiet()
-    assert quiet.converged == {c.id for c in REPORTED}, sorted({c.id for c in REPORTED} - quiet.converged)
+    assert quiet.converged == {c.id for c in LIVE}, sorted({c.id for c in LIVE} - quiet.converged)
     assert quiet.active_jobs == [], quiet.active_jobs
     if quiet.writes is None:
         pytest.skip("API write counters need the emulator (DOCKYARD_TEST_KUBECONFIG is set)")
@@ -473,7 +492,6 @@ def test_operator_survived_the_corpus(corpus: Corpus) -> None:
     if corpus.env.is_emulator:
         assert corpus.env.emulator.errors == [], corpus.env.emulator.errors
     # The corpus never got a model registered under its bad-* names.
-    client = corpus.mlflow.client()
-    for case in REPORTED:
-        model = (case.obj.get("spec") or {}).get("modelName")
-        assert not list(client.search_model_versions(f"name='{model}'")), model
+    ours = {(c.obj.get("spec") or {}).get("modelName") for c in REPORTED}
+    registered = {m.name for m in corpus.mlflow.client().search_registered_models("name LIKE 'bad-%'")}
+    assert registered & ours == set(), registered & ours

@@ -78,8 +78,7 @@ def test_example_reaches_ready_with_children(
     client = mlflow_server.client()
     client.set_registered_model_alias(model, "champion", "1")
     client.set_registered_model_alias(model, "challenger", "2")
-    doc = example("iris")
-    assert doc["kind"] == "ModelDeployment"
+    doc = example("iris", "ModelDeployment")
     doc["spec"]["modelName"] = model
     kube.apply(doc)
     got = ready(kube)

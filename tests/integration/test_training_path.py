@@ -26,12 +26,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 TERMINAL = ("Succeeded", "Rejected", "Failed", "Invalid")
 
 
-def example(name: str) -> dict[str, Any]:
+def example(name: str, kind: str | None = None) -> dict[str, Any]:
+    """A document from manifests/examples by name (and kind: the Dataset and the
+    ModelDeployment are both called `iris`)."""
     for path in sorted(EXAMPLES.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["metadata"]["name"] == name and doc["kind"] != "ConfigMap":
-                return copy.deepcopy(doc)
-            if doc and doc["kind"] == "ConfigMap" and name == "iris-data" == doc["metadata"]["name"]:
+            if doc and doc["metadata"]["name"] == name and (kind is None or doc["kind"] == kind):
                 return copy.deepcopy(doc)
     raise KeyError(name)
 
@@ -55,11 +55,11 @@ def iris_setup(
     ds_patch: dict[str, Any] | None = None,
     csv: str | None = None,
 ) -> tuple[dict, dict]:
-    data = example("iris-data")
+    data = example("iris-data", "ConfigMap")
     if csv is not None:
         data["data"]["iris.csv"] = csv
     kube.apply(data)
-    ds = example("iris")
+    ds = example("iris", "Dataset")
     ds["spec"].update(ds_patch or {})
     kube.apply(ds)
     tr = example("iris-rf")
@@ -176,7 +176,7 @@ def test_failing_training_command_marks_run_failed(
 def test_bad_data_makes_dataset_invalid_and_training_waits(
     case: str, kube: KubeEnv, executor: Any, operator: OperatorProcess
 ) -> None:
-    csv = example("iris-data")["data"]["iris.csv"]
+    csv = example("iris-data", "ConfigMap")["data"]["iris.csv"]
     if case == "schema":
         csv = csv.replace("virginica", "martian", 1)  # not in allowedValues
         expected = "SchemaViolation"
@@ -190,7 +190,7 @@ def test_bad_data_makes_dataset_invalid_and_training_waits(
     ds_patch: dict[str, Any] = {}
     if case == "missing":
         # Nullable column, so the missing value is judged by the quality rule, not by the schema.
-        schema = example("iris")["spec"]["schema"]
+        schema = example("iris", "Dataset")["spec"]["schema"]
         schema["columns"][0]["nullable"] = True
         ds_patch["schema"] = schema
     iris_setup(kube, model=model_name(kube), csv=csv, ds_patch=ds_patch)
@@ -217,7 +217,7 @@ def test_dataset_change_triggers_retraining(
     assert phase(tr) == "Succeeded"
     first_version = tr["status"]["datasetVersion"]
 
-    data = example("iris-data")
+    data = example("iris-data", "ConfigMap")
     data["data"]["iris.csv"] += "5.0,3.3,1.4,0.2,setosa\n"
     kube.apply(data)
     tr = kube.wait_for_object(
@@ -248,7 +248,7 @@ def test_invalid_reference_reports_and_does_not_crash(
     got = kube.wait_for_object("TrainingRun", "iris-rf", lambda o: phase(o) == "WaitingForData", timeout=30)
     assert cond(got, "DataReady")["reason"] == "DatasetNotFound"
     assert cond(got, "Ready")["status"] == "False"
-    ds = example("iris")
+    ds = example("iris", "Dataset")
     ds["spec"]["source"] = {
         "uri": "s3://bucket/iris.csv",
         "format": "csv",

@@ -247,6 +247,8 @@ class WriteResult:
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
+_List = list  # the classes below have a method named `list`
+
 
 class Api:
     def __init__(self, store: Store, registry: Registry, on_change: Any = None) -> None:
@@ -281,11 +283,11 @@ class Api:
 
     def _validate(
         self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, opts: WriteOptions
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], _List[str]]:
         """Prune/default/validate; returns (object, warnings) or raises 422/400."""
         name = obj["metadata"].get("name", "")
         errors = builtins.validate_meta(rt, obj)
-        warnings: list[str] = []
+        warnings: _List[str] = []
         if rt.crd is not None:
             try:
                 obj, cr_errors, pruned = validate_custom_resource_detailed(rt.crd, obj, old)
@@ -311,8 +313,8 @@ class Api:
             raise invalid(rt, name, errors)
         return obj, warnings
 
-    def _validate_crd(self, crd: dict[str, Any]) -> list[FieldError]:
-        errs: list[FieldError] = []
+    def _validate_crd(self, crd: dict[str, Any]) -> _List[FieldError]:
+        errs: _List[FieldError] = []
         spec = crd.get("spec") or {}
         names = spec.get("names") or {}
         for f in ("group",):
@@ -935,7 +937,7 @@ class Api:
 
     def delete_collection(
         self, rt: ResourceType, flt: Filter, options: dict[str, Any], dry_run: bool
-    ) -> list[dict[str, Any]]:
+    ) -> _List[dict[str, Any]]:
         with self.store.lock:
             items, _ = self.list(rt, flt)
             out = []
@@ -955,14 +957,13 @@ class Api:
         did = False
         with self.store.lock:
             all_types = {rt.storage_key: rt for rt in self.registry.all() if rt.storage_version or rt.builtin}
-            objs: list[tuple[ResourceType, dict[str, Any]]] = []
+            objs: _List[tuple[ResourceType, dict[str, Any]]] = []
             for key in self.store.keys():
                 rt = all_types.get(key)
                 if rt is None:
                     continue
-                items, _ = self.store.list(key)
-                objs += [(rt, o) for o in items]
-            by_owner: dict[str, list[tuple[ResourceType, dict[str, Any]]]] = {}
+                objs += [(rt, o) for o in self.store.peek_all(key)]
+            by_owner: dict[str, _List[tuple[ResourceType, dict[str, Any]]]] = {}
             for rt, o in objs:
                 for ref in o["metadata"].get("ownerReferences") or []:
                     by_owner.setdefault(ref.get("uid", ""), []).append((rt, o))

@@ -4,7 +4,9 @@ actually run, as local processes, and their status is written back the way a clu
 
 It is an ordinary API client: it reads a kubeconfig (or a bare ``http(s)://`` base URL), lists
 and watches ``batch/v1`` Jobs and ``apps/v1`` Deployments, creates Pods and patches
-``/status`` subresources. Nothing in it is specific to the emulator. It runs its own asyncio
+``/status`` subresources (JSON merge-patch). Requests failing with 429 / 5xx / connection errors are
+retried with backoff; watches resume from the last resourceVersion and relist on 410 Gone.
+Nothing in it is specific to the emulator. It runs its own asyncio
 loop in a background thread, so tests and operators in other loops are unaffected.
 
     executor = LocalExecutor(kubeconfig, workdir=tmp_path, namespaces={"test-ns"})
@@ -95,6 +97,11 @@ the running process (SIGTERM to its process group, SIGKILL after ``kill_grace`` 
 Pod failed, deletes it (as the Job controller does) and fails the Job. Deleting the Job kills its
 process (Pods are left to garbage collection; the executor does not delete them).
 ``restartPolicy: OnFailure`` is treated as ``Never`` (a new Pod per retry).
+
+Logs: each container's stdout+stderr go to ``<pod dir>/logs/<container>.log``, readable with
+``executor.logs(namespace, pod, container=None)``; if ``log_sink(namespace, pod, container, text)``
+is given (the fixture passes the emulator's ``set_pod_log``), the log is also pushed there every
+0.5 s while it grows and once at exit, so ``GET .../pods/<pod>/log`` (``kubectl logs``) serves it.
 
 Mode ``"instant"`` runs nothing: the Pod goes straight to ``Succeeded`` (or ``Failed``) with the
 exit code and termination message returned by ``instant_result(job) -> (exit_code, message)``
@@ -187,6 +194,7 @@ class ApiError(Exception):
     def __init__(self, status: int, body: Any, method: str = "", path: str = "") -> None:
         self.status = status
         self.body = body
+        self.retry_after: float | None = None
         msg = body.get("message") if isinstance(body, dict) else body
         super().__init__(f"{method} {path} -> {status}: {msg}")
 
@@ -269,6 +277,28 @@ class _Api:
         body: Any = None,
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
+        attempts: int = 6,
+    ) -> Obj:
+        """One API call; 429 / 5xx / connection errors are retried with backoff (Retry-After
+        honoured, capped at 2 s), as client-go does."""
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                return await self._request_once(method, path, body, params, content_type)
+            except ApiError as e:
+                if e.status != 429 and e.status < 500 or attempt == attempts - 1:
+                    raise
+                wait = e.retry_after if e.retry_after is not None else delay
+            except (aiohttp.ClientError, TimeoutError):
+                if attempt == attempts - 1:
+                    raise
+                wait = delay
+            await asyncio.sleep(min(wait, 2.0))
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    async def _request_once(
+        self, method: str, path: str, body: Any, params: dict[str, str] | None, content_type: str
     ) -> Obj:
         assert self.session is not None
         data = None if body is None else json.dumps(body)
@@ -290,7 +320,10 @@ class _Api:
             except ValueError:
                 payload = text
             if resp.status >= 400:
-                raise ApiError(resp.status, payload, method, path)
+                err = ApiError(resp.status, payload, method, path)
+                with contextlib.suppress(TypeError, ValueError):
+                    err.retry_after = float(resp.headers.get("Retry-After", ""))
+                raise err
             return payload  # type: ignore[no-any-return]
 
     async def get(self, path: str) -> Obj | None:
@@ -557,7 +590,8 @@ class LocalExecutor:
         backoff_seconds: float = 0.0,
         kill_grace: float = 3.0,
         readiness_timeout: float = 60.0,
-        retry_interval: float = 1.0,
+        retry_interval: float = 0.5,
+        log_sink: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
         k = str(kubeconfig)
         if k.startswith(("http://", "https://")):
@@ -579,6 +613,7 @@ class LocalExecutor:
         self.kill_grace = kill_grace
         self.readiness_timeout = readiness_timeout
         self.retry_interval = retry_interval
+        self.log_sink = log_sink
 
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -1090,6 +1125,7 @@ class LocalExecutor:
                 return _Result(128, "StartError", str(e), started, _now())
         run.proc = proc
         self._pgids.add(proc.pid)
+        pusher = asyncio.ensure_future(self._push_logs(run, prep)) if self.log_sink else None
         try:
             if timeout is None:
                 code = await proc.wait()
@@ -1101,7 +1137,29 @@ class LocalExecutor:
         finally:
             run.proc = None
             self._pgids.discard(proc.pid)
+            if pusher:
+                pusher.cancel()
+                await asyncio.wait({pusher})
+                self._push_log_once(run, prep)
         return self._result(prep, code, started, proc.pid)
+
+    def _push_log_once(self, run: _PodRun, prep: _Prepared) -> None:
+        if self.log_sink and run.uid:  # Job Pods only (process-mode Deployments have no Pod)
+            try:
+                text = prep.log_file.read_text(errors="replace")
+                self.log_sink(run.namespace, run.name, prep.container["name"], text)
+            except Exception:
+                log.exception("log sink failed")
+
+    async def _push_logs(self, run: _PodRun, prep: _Prepared) -> None:
+        size = -1
+        while True:
+            with contextlib.suppress(OSError):
+                new = prep.log_file.stat().st_size
+                if new != size:
+                    size = new
+                    self._push_log_once(run, prep)
+            await asyncio.sleep(0.5)
 
     def _result(self, prep: _Prepared, code: int, started: str, pid: int) -> _Result:
         if code < 0:

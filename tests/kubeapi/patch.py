@@ -381,6 +381,11 @@ def _get_path(obj: Any, path: Path, keys: _Keys) -> tuple[bool, Any]:
 def _delete_path(obj: Any, path: Path) -> None:
     if not path:
         return
+    if len(path) >= 2 and isinstance(path[-2], tuple) and path[-1] in json.loads(path[-2][1]):
+        # Giving up a key field of a list-map item gives up the item itself; removing just the
+        # key would leave an item that can no longer be found (and fails `required`).
+        _delete_path(obj, path[:-1])
+        return
     parents = [obj]
     cur = obj
     for el in path[:-1]:
@@ -425,17 +430,17 @@ def apply_merge(
         lk = keys.list_keys(field, schema, config)
         if lk and isinstance(live, list) and all(isinstance(i, dict) for i in config):
             item_schema = (schema or {}).get("items")
-            result = copy.deepcopy(live)
+            merged: list[Any] = copy.deepcopy(live)
             for item in config:
                 ik = _item_key(item, lk)
                 idx = next(
-                    (i for i, c in enumerate(result) if isinstance(c, dict) and _item_key(c, lk) == ik), None
+                    (i for i, c in enumerate(merged) if isinstance(c, dict) and _item_key(c, lk) == ik), None
                 )
                 if idx is None:
-                    result.append(copy.deepcopy(item))
+                    merged.append(copy.deepcopy(item))
                 else:
-                    result[idx] = apply_merge(result[idx], item, keys, item_schema, field)
-            return result
+                    merged[idx] = apply_merge(merged[idx], item, keys, item_schema, field)
+            return merged
     return copy.deepcopy(config)
 
 
@@ -513,7 +518,7 @@ class ManagedFields:
                     break
         return out
 
-    def set(self, key: tuple[str, str, str], paths: set[Path], api_version: str) -> None:
+    def set_paths(self, key: tuple[str, str, str], paths: set[Path], api_version: str) -> None:
         self.entries[key] = set(paths)
         self.api_versions[key] = api_version
         self.times[key] = now_iso()
@@ -590,7 +595,7 @@ def record_update(
         mf.remove_paths(changed, exclude=key)
         mine = mf.entries.get(key, set())
         mine = {p for p in mine if p not in removed} | changed
-        mf.set(key, mine, api_version)
+        mf.set_paths(key, mine, api_version)
     mf.write(new)
 
 
@@ -638,6 +643,6 @@ def server_side_apply(
             _delete_path(base, path)
     result = apply_merge(base, config, keys, schema)
     # the whole config's metadata.name/namespace come from the config
-    mf.set(key, set(applied), api_version)
+    mf.set_paths(key, set(applied), api_version)
     mf.write(result)
     return result

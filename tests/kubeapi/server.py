@@ -228,7 +228,7 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None) or []
         actual = sockets[0].getsockname()[1]
         self.url = f"http://{host}:{actual}"
         if self.gc_enabled:
@@ -261,7 +261,7 @@ class Emulator:
         assert self._gc_event is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._gc_event.wait(), timeout=1.0)
+                await asyncio.wait_for(self._gc_event.wait(), timeout=5.0)  # woken by deletes / ownerRefs
             self._gc_event.clear()
             try:
                 for _ in range(100):
@@ -756,8 +756,8 @@ class Emulator:
                         },
                     },
                 )
-            for ev in backlog:
-                out = _filter_event(ev, flt)
+            for past in backlog:
+                out = _filter_event(past, flt)
                 if out:
                     await _write_event(resp, out[0], render(out[1]))
             while True:
@@ -980,7 +980,7 @@ class EmulatorThread:
         if self._loop and self._stop_future and not self._loop.is_closed():
             fut = self._stop_future
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+                self._loop.call_soon_threadsafe(_resolve, fut)
         if self._thread:
             self._thread.join(timeout)
 
@@ -1032,6 +1032,11 @@ class EmulatorThread:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def run_in_thread(**kwargs: Any) -> EmulatorThread:

@@ -17,6 +17,8 @@ from typing import Any
 Key = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str]  # (namespace or "", name)
 
+_List = list  # the classes below have a method named `list`
+
 
 class Gone(Exception):
     """The requested resourceVersion is older than the retained history."""
@@ -86,7 +88,12 @@ class Store:
             ]
             return items, self._rv
 
-    def keys(self) -> list[Key]:
+    def peek_all(self, key: Key) -> _List[dict[str, Any]]:
+        """The stored objects themselves, no copies: read-only, and only while holding ``lock``."""
+        with self.lock:
+            return list(self._objects[key].values())
+
+    def keys(self) -> _List[Key]:
         with self.lock:
             return [k for k, v in self._objects.items() if v]
 
@@ -102,7 +109,7 @@ class Store:
         with self.lock:
             return uid in self._uids
 
-    def dependents_of(self, uid: str) -> list[tuple[Key, dict[str, Any]]]:
+    def dependents_of(self, uid: str) -> _List[tuple[Key, dict[str, Any]]]:
         with self.lock:
             out = []
             for key, objs in self._objects.items():
@@ -155,13 +162,13 @@ class Store:
     # -- watch ----------------------------------------------------------------------------
     def subscribe(
         self, key: Key, loop: asyncio.AbstractEventLoop, since_rv: int | None
-    ) -> tuple[Subscriber, list[Event]]:
+    ) -> tuple[Subscriber, _List[Event]]:
         """Register a subscriber and return the retained events with rv > ``since_rv``.
 
         Raises :class:`Gone` if ``since_rv`` is older than the retained history.
         """
         with self.lock:
-            backlog: list[Event] = []
+            backlog: _List[Event] = []
             if since_rv is not None:
                 if since_rv < self.compacted_rv:
                     raise Gone(since_rv, self.compacted_rv + 1)

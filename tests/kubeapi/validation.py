@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ def _pattern(p: str) -> Any:
     if p not in _patterns:
         _patterns[p] = _re_engine.compile(p)
     return _patterns[p]
+
 
 __all__ = [
     "FieldError",
@@ -172,7 +174,7 @@ def _version_schema(crd: dict[str, Any], version: dict[str, Any]) -> dict[str, A
     return schema or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
-def _iter_rules(schema: Any, path: str = ""):
+def _iter_rules(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     if not isinstance(schema, dict):
         return
     for r in schema.get("x-kubernetes-validations") or []:
@@ -188,7 +190,7 @@ def _iter_rules(schema: Any, path: str = ""):
             yield from _iter_rules(s, path)
 
 
-def _iter_patterns(schema: Any, path: str = ""):
+def _iter_patterns(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
     if not isinstance(schema, dict):
         return
     if isinstance(schema.get("pattern"), str):

@@ -9,9 +9,9 @@ Fixtures:
                 test (deleted afterwards) and small helpers. No executor runs unless asked for:
                 ``kube.start_executor(mode="run"|"instant", **LocalExecutor kwargs)``.
   ns            the test's namespace name (``kube.namespace``).
-  executor      a running :class:`LocalExecutor` in mode "run" watching the test namespace
-                (skipped on a real cluster, whose kubelets run the Pods).
-  instant_executor  the same in mode "instant".
+  executor      a running :class:`LocalExecutor` in mode "run" watching the test namespace;
+                None on a real cluster, whose kubelets and controllers do that job.
+  instant_executor  the same in mode "instant" (skips on a real cluster).
 
 ``kube.emulator`` is the running ``tests.kubeapi.server.EmulatorThread`` (thread-safe ``.faults``,
 ``.counters``, ``.store``, ``.install_crd``, ``.url``), or None on a real cluster.
@@ -252,6 +252,8 @@ class KubeEnv:
         self.require_emulator("the local executor plays kubelet")
         self.stop_executor()
         kwargs.setdefault("namespaces", {self.namespace})
+        if self.emulator is not None and hasattr(self.emulator, "set_pod_log"):
+            kwargs.setdefault("log_sink", self.emulator.set_pod_log)
         workdir = self._workdir / f"executor-{uuid.uuid4().hex[:6]}"
         self.executor = LocalExecutor(self.kubeconfig, workdir, mode=mode, **kwargs).start()  # type: ignore[arg-type]
         return self.executor
@@ -498,8 +500,10 @@ def ns(kube: KubeEnv) -> str:
 
 
 @pytest.fixture
-def executor(kube: KubeEnv) -> LocalExecutor:
-    return kube.start_executor(mode="run")
+def executor(kube: KubeEnv) -> LocalExecutor | None:
+    """A LocalExecutor (mode "run") on the emulator; None on a real cluster, whose kubelets and
+    controllers run the Jobs and Deployments (so tests using it run on both)."""
+    return kube.start_executor(mode="run") if kube.is_emulator else None
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def free_port() -> int:
 class MlflowServer:
     """One `mlflow server` process; restartable on the same port with the same data."""
 
-    def __init__(self, root: Path, port: int | None = None, *, workers: int = 2) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, workers: int = 1) -> None:
         self.root = root
         self.port = port or free_port()
         self.workers = workers
@@ -84,6 +84,10 @@ class MlflowServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ)
         env.pop("MLFLOW_TRACKING_URI", None)
+        # No background job runner (huey workers) and no telemetry: faster start, no egress.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        env.setdefault("DO_NOT_TRACK", "true")
         self.proc = subprocess.Popen(
             self.command(),
             cwd=self.root,

@@ -80,6 +80,7 @@ def write_iris_csv(path: str | os.PathLike[str]) -> str:
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKYARD_", "MLFLOW_"))}
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.update(extra or {})
     return env
 

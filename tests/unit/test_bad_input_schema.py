@@ -5,7 +5,8 @@ Fast, no server. Each corpus file starts with a comment block that declares what
     # expect: rejected          the API server refuses it (422): structural schema or CEL
     # field: spec.variants[0].weight     the field path the refusal must name
     # pydantic: n/a: <why>      (optional) the spec model cannot see this field (metadata.*)
-    # xfail: <why>              (optional) a known operator bug: the expectation is what SHOULD happen
+    # xfail: <why>              (optional) a known operator bug: the expectation is what SHOULD happen;
+                                the tests the bug breaks are strict xfails (they flip when it is fixed)
 
     # expect: reported          the API server accepts it; the operator reports it (Ready=False)
     # reason: InvalidSpec       Ready condition reason
@@ -35,12 +36,12 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel, ValidationError
-
 from dockyard.api.dataset import DatasetSpec
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.api.trainingrun import TrainingRunSpec
-from dockyard.controllers.common import format_validation_error
+from dockyard.controllers.common import format_validation_error, invalid_status
+from pydantic import BaseModel, ValidationError
+
 from tests.kubeapi.validation import validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,10 +96,14 @@ class Case:
         value = self.header.get("kind-of-child-allowed", "none")
         return set() if value == "none" else {k.strip() for k in value.split(",")}
 
-    def param(self) -> Any:
-        marks = (
-            [pytest.mark.xfail(reason=self.header["xfail"], strict=True)] if "xfail" in self.header else []
-        )
+    @property
+    def known_bug(self) -> str | None:
+        return self.header.get("xfail")
+
+    def param(self, *, affected: bool = True) -> Any:
+        """A pytest param; strict xfail when the file documents a known operator bug and this test
+        is one the bug breaks (``affected``)."""
+        marks = [pytest.mark.xfail(reason=self.known_bug, strict=True)] if self.known_bug and affected else []
         return pytest.param(self, id=self.id, marks=marks)
 
 
@@ -184,9 +189,13 @@ def test_rejected_by_crd_schema(case: Case, crds: dict[str, dict[str, Any]]) -> 
     )
 
 
-@pytest.mark.parametrize("case", [c.param() for c in REJECTED])
+def _mirror_na(case: Case) -> bool:
+    return case.header.get("pydantic", "").startswith("n/a")
+
+
+@pytest.mark.parametrize("case", [c.param(affected=not _mirror_na(c)) for c in REJECTED])
 def test_rejected_by_pydantic_mirror(case: Case) -> None:
-    if case.header.get("pydantic", "").startswith("n/a"):
+    if _mirror_na(case):
         assert case.field and case.field.startswith("metadata."), (
             f"{case.id}: only metadata fields are out of the spec model's reach"
         )
@@ -198,14 +207,14 @@ def test_rejected_by_pydantic_mirror(case: Case) -> None:
 # -------------------------------------------------------------------------------- reported
 
 
-@pytest.mark.parametrize("case", [c.param() for c in REPORTED])
+@pytest.mark.parametrize("case", [c.param(affected=False) for c in REPORTED])
 def test_reported_passes_crd_schema(case: Case, crds: dict[str, dict[str, Any]]) -> None:
     _, errors = validate_custom_resource(crds[case.kind], case.obj)
     assert errors == [], f"{case.id}: the schema refuses it, so it cannot be 'reported': {errors}"
 
 
 @pytest.mark.parametrize("case", [c.param() for c in REPORTED])
-def test_reported_pydantic_verdict(case: Case) -> None:
+def test_reported_pydantic_verdict(case: Case, crds: dict[str, dict[str, Any]]) -> None:
     model = SPEC_MODELS[case.kind]
     spec = case.obj.get("spec") or {}
     if case.reason == "InvalidSpec":
@@ -213,5 +222,12 @@ def test_reported_pydantic_verdict(case: Case) -> None:
             model.model_validate(spec)
         message = format_validation_error(info.value)
         assert case.field and case.field in message, f"{case.id}: {message!r} does not name {case.field}"
+        # The report the operator writes must itself pass the status schema, or it can never be stored.
+        body = {**case.obj, "metadata": {**case.obj["metadata"], "generation": 1}}
+        status = invalid_status(body, "InvalidSpec", message)
+        _, errors = validate_custom_resource(crds[case.kind], {**case.obj, "status": status})
+        assert errors == [], (
+            f"{case.id}: the InvalidSpec status would be refused: {[e[:300] for e in errors]}"
+        )
     else:
         model.model_validate(spec)  # valid spec: the problem is outside it (a reference, the estimator)

@@ -76,5 +76,10 @@ def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -
     return value.strip()
 
 
+def quiet_mlflow() -> None:
+    """MLflow defaults for Pods: no usage telemetry leaves the cluster unless asked for."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def termination_path(environ: Mapping[str, str], override: str | None = None) -> str:
     return override or env_str(environ, "DOCKYARD_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG

@@ -55,7 +55,9 @@ def content_version(data: bytes) -> str:
 def scheme_of(uri: str) -> str:
     scheme = urlparse(uri).scheme.lower()
     if scheme not in SCHEMES:
-        raise SourceUnreachable(f"unsupported URI scheme {scheme or '(none)'!r}; use file://, http(s):// or s3://")
+        raise SourceUnreachable(
+            f"unsupported URI scheme {scheme or '(none)'!r}; use file://, http(s):// or s3://"
+        )
     return scheme
 
 

@@ -27,9 +27,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, RuntimeFailure, env_str, shorten
+from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, RuntimeFailure, env_str, quiet_mlflow, shorten
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VERSION = re.compile(r"^[0-9]{1,12}$")
@@ -38,8 +38,6 @@ MODEL_SUBDIR = "model"
 MODEL_SETTINGS = "model-settings.json"
 DOCKYARD_JSON = "dockyard.json"
 MLSERVER_IMPLEMENTATION = "mlserver_mlflow.MLflowRuntime"
-
-T = TypeVar("T")
 
 
 class NotFound(RuntimeFailure):
@@ -54,10 +52,15 @@ def _is_not_found(exc: BaseException) -> bool:
 
 def _is_permanent(exc: BaseException) -> bool:
     code = getattr(exc, "error_code", None)
-    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED")
+    return code in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    )
 
 
-def with_retries(
+def with_retries[T](
     what: str,
     func: Callable[[], T],
     timeout: float,
@@ -131,7 +134,9 @@ def fetch(
         mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
     try:
-        mv = with_retries(f"get_model_version({name}, {version})", lambda: client.get_model_version(name, version), timeout)
+        mv = with_retries(
+            f"get_model_version({name}, {version})", lambda: client.get_model_version(name, version), timeout
+        )
     except Exception as exc:
         if _is_not_found(exc):
             raise NotFound(f"model version {name}/{version} does not exist in the registry") from exc
@@ -140,6 +145,7 @@ def fetch(
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
     try:
+
         def download() -> str:
             # Start each attempt from an empty folder: a partial download must not survive.
             for child in staging.iterdir():
@@ -148,7 +154,9 @@ def fetch(
 
         local = Path(with_retries(f"download {model_uri}", download, timeout))
         if not (local / "MLmodel").is_file():
-            raise RuntimeFailure("InvalidModel", f"{model_uri} has no MLmodel file: not an MLflow model", EXIT_FAILED)
+            raise RuntimeFailure(
+                "InvalidModel", f"{model_uri} has no MLmodel file: not an MLflow model", EXIT_FAILED
+            )
         target = dest / MODEL_SUBDIR
         if target.exists():
             shutil.rmtree(target)
@@ -170,7 +178,9 @@ def fetch(
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dockyard fetch-model", description="Download a registered model version.")
+    p = argparse.ArgumentParser(
+        prog="dockyard fetch-model", description="Download a registered model version."
+    )
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--version", required=True, help="exact registered version number")
     p.add_argument("--dest", required=True, help="folder to write into (an emptyDir shared with the server)")
@@ -200,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dockyard fetch-model: {p}", file=sys.stderr)
         return EXIT_BAD_INPUT
     tracking_uri = args.tracking_uri or env_str(os.environ, "MLFLOW_TRACKING_URI")
+    quiet_mlflow()
     # MLflow's own HTTP retries (7, exponential) would blow through our time budget: we retry here.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -217,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dockyard fetch-model: {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
-        print(f"dockyard fetch-model: failed: {type(exc).__name__}: {shorten(str(exc), 1000)}", file=sys.stderr)
+        print(
+            f"dockyard fetch-model: failed: {type(exc).__name__}: {shorten(str(exc), 1000)}", file=sys.stderr
+        )
         return EXIT_FAILED
     print(f"dockyard fetch-model: {info['modelUri']} -> {args.dest} ({json.dumps(info)})", file=sys.stderr)
     return EXIT_OK

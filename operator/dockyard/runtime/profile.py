@@ -182,7 +182,11 @@ def check_schema(frame: pd.DataFrame, schema: DataSchema | None, fmt: str = "csv
                 sample = ", ".join(_short(v) for v in bad[:SAMPLE_BAD_VALUES])
                 more = f" (+{len(bad) - SAMPLE_BAD_VALUES} more)" if len(bad) > SAMPLE_BAD_VALUES else ""
                 errors.append(f"column {col.name!r}: values not in allowedValues: {sample}{more}")
-    if schema.target and schema.target not in present and schema.target not in {c.name for c in schema.columns}:
+    if (
+        schema.target
+        and schema.target not in present
+        and schema.target not in {c.name for c in schema.columns}
+    ):
         errors.append(f"target column {schema.target!r} is missing")
     return errors
 
@@ -329,7 +333,9 @@ def load_spec(text: str | None) -> DatasetSpec | None:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise RuntimeFailure("InvalidSpec", f"Dataset spec is neither JSON nor YAML: {exc}", EXIT_BAD_INPUT) from exc
+            raise RuntimeFailure(
+                "InvalidSpec", f"Dataset spec is neither JSON nor YAML: {exc}", EXIT_BAD_INPUT
+            ) from exc
     if isinstance(raw, dict) and "spec" in raw and "source" not in raw:
         raw = raw["spec"]  # accept a whole Dataset object too
     try:
@@ -337,7 +343,9 @@ def load_spec(text: str | None) -> DatasetSpec | None:
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {"msg": str(exc), "loc": ()}
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        raise RuntimeFailure("InvalidSpec", f"invalid Dataset spec at {loc}: {first['msg']}", EXIT_BAD_INPUT) from exc
+        raise RuntimeFailure(
+            "InvalidSpec", f"invalid Dataset spec at {loc}: {first['msg']}", EXIT_BAD_INPUT
+        ) from exc
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Result, int, list[str]]:
@@ -351,9 +359,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Result, i
                 spec_text = fh.read()
         spec = load_spec(spec_text)
         uri = args.uri or env_str(environ, "DOCKYARD_DATASET_URI") or (spec.source.uri if spec else None)
-        fmt = args.format or env_str(environ, "DOCKYARD_DATASET_FORMAT") or (spec.source.format if spec else "csv")
+        fmt = (
+            args.format
+            or env_str(environ, "DOCKYARD_DATASET_FORMAT")
+            or (spec.source.format if spec else "csv")
+        )
         if not uri:
-            raise RuntimeFailure("InvalidSpec", "no source: set DOCKYARD_DATASET_URI or --uri", EXIT_BAD_INPUT)
+            raise RuntimeFailure(
+                "InvalidSpec", "no source: set DOCKYARD_DATASET_URI or --uri", EXIT_BAD_INPUT
+            )
         if fmt not in FORMATS:
             raise RuntimeFailure("InvalidSpec", f"unsupported format {fmt!r}", EXIT_BAD_INPUT)
         if spec and spec.data_schema:

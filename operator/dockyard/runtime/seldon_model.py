@@ -61,7 +61,9 @@ class DockyardModel:
             self.load()
 
     # -- inference ---------------------------------------------------------------------
-    def predict(self, X: Any, features_names: list[str] | None = None, meta: dict[str, Any] | None = None) -> Any:
+    def predict(
+        self, X: Any, features_names: list[str] | None = None, meta: dict[str, Any] | None = None
+    ) -> Any:
         import numpy as np
         import pandas as pd
 

@@ -104,7 +104,9 @@ def prepare_mlserver(model_dir: Path, http_port: int, grpc_port: int, metrics_po
     """Write settings.json; returns the folder to pass to `mlserver start`. When DIR is not
     writable, a temp folder gets settings.json and a model-settings.json pointing into DIR."""
     if not (model_dir / "model-settings.json").is_file():
-        raise FileNotFoundError(f"{model_dir}/model-settings.json is missing: run `dockyard fetch-model` first")
+        raise FileNotFoundError(
+            f"{model_dir}/model-settings.json is missing: run `dockyard fetch-model` first"
+        )
     if _writable(model_dir):
         folder = model_dir
     else:
@@ -120,7 +122,9 @@ def prepare_mlserver(model_dir: Path, http_port: int, grpc_port: int, metrics_po
     return folder
 
 
-def seldon_command(model_dir: Path, http_port: int, grpc_port: int, metrics_port: int, variant: str) -> list[str]:
+def seldon_command(
+    model_dir: Path, http_port: int, grpc_port: int, metrics_port: int, variant: str
+) -> list[str]:
     parameters = [
         {"name": "model_dir", "value": str(model_dir), "type": "STRING"},
         {"name": "variant", "value": variant, "type": "STRING"},
@@ -144,7 +148,9 @@ def seldon_command(model_dir: Path, http_port: int, grpc_port: int, metrics_port
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dockyard serve", description="Serve a model fetched by `dockyard fetch-model`.")
+    p = argparse.ArgumentParser(
+        prog="dockyard serve", description="Serve a model fetched by `dockyard fetch-model`."
+    )
     p.add_argument("--runtime", choices=RUNTIMES, default="mlserver")
     p.add_argument("--model-dir", required=True, help="the folder `dockyard fetch-model --dest` wrote")
     p.add_argument("--http-port", type=int)
@@ -169,6 +175,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         except (OSError, ValueError):
             variant = ""
     env: dict[str, str] = {"DOCKYARD_VARIANT": variant or "", "DOCKYARD_MODEL_DIR": str(model_dir)}
+    env["MLFLOW_DISABLE_TELEMETRY"] = os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")
     home = os.environ.get("HOME", "")
     if not home or not _writable(Path(home)):
         # Read-only root filesystem: gunicorn (seldon) and friends write under $HOME.

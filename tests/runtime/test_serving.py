@@ -1,0 +1,137 @@
+"""Real serving processes over a fetched model: MLServer (V2) and the seldon-core microservice."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from dockyard.runtime.serve import health_paths
+
+from .helpers import (
+    IRIS_SAMPLE_ROWS,
+    fetch_model,
+    free_port,
+    seldon_payload,
+    start_serving_process,
+    stop_process,
+    train_and_register,
+    v2_infer_payload,
+)
+
+pytestmark = [pytest.mark.serving, pytest.mark.integration]
+MODEL = "serving-test-model"
+EXPECTED = ["setosa", "setosa", "versicolor", "versicolor", "virginica", "virginica"]
+assert len(EXPECTED) == len(IRIS_SAMPLE_ROWS)
+
+
+@pytest.fixture(scope="module")
+def registered_version(mlflow_server: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return train_and_register(
+        mlflow_server.uri, MODEL, n_estimators=10, workdir=tmp_path_factory.mktemp("train")
+    )
+
+
+@pytest.fixture(scope="module")
+def mlserver(
+    mlflow_server: Any, registered_version: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, Path, int]]:
+    model_dir = fetch_model(
+        mlflow_server.uri, MODEL, registered_version, tmp_path_factory.mktemp("mls"), variant="champion"
+    )
+    # From here on serving must not need MLflow: take it away while the server starts.
+    mlflow_server.stop()
+    port = free_port()
+    metrics_port = free_port()
+    try:
+        proc = start_serving_process("mlserver", model_dir, port, metrics_port=metrics_port)
+    finally:
+        mlflow_server.start()
+    try:
+        yield port, model_dir, metrics_port
+    finally:
+        stop_process(proc)
+
+
+def test_mlserver_v2_inference(mlserver: Any, registered_version: str) -> None:
+    port = mlserver[0]
+    r = requests.post(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", json=v2_infer_payload(), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == MODEL
+    assert body["model_version"] == registered_version
+    assert body["outputs"][0]["data"] == EXPECTED
+    # The version-qualified endpoint answers too.
+    r = requests.post(
+        f"http://127.0.0.1:{port}/v2/models/{MODEL}/versions/{registered_version}/infer",
+        json=v2_infer_payload(),
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == EXPECTED
+
+
+def test_mlserver_metadata_and_health(mlserver: Any, registered_version: str) -> None:
+    port, _, metrics_port = mlserver
+    meta = requests.get(f"http://127.0.0.1:{port}/v2/models/{MODEL}", timeout=10).json()
+    assert meta["name"] == MODEL
+    assert meta["versions"] == [registered_version]
+    assert [i["name"] for i in meta["inputs"]] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
+    for path in health_paths("mlserver").values():
+        assert requests.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code == 200
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "model_infer_request" in metrics.text
+
+
+@pytest.fixture(scope="module")
+def seldon(
+    mlflow_server: Any, registered_version: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, int]]:
+    if importlib.util.find_spec("seldon_core") is None:
+        pytest.skip("seldon-core (opt-in extra, BSL 1.1) is not installed")
+    model_dir = fetch_model(
+        mlflow_server.uri,
+        MODEL,
+        registered_version,
+        tmp_path_factory.mktemp("seldon"),
+        variant="challenger",
+        runtime="seldon",
+    )
+    port, metrics_port = free_port(), free_port()
+    proc = start_serving_process("seldon", model_dir, port, metrics_port=metrics_port, timeout=240)
+    try:
+        yield port, metrics_port
+    finally:
+        stop_process(proc)
+
+
+def test_seldon_predictions_carry_variant_tags(seldon: tuple[int, int], registered_version: str) -> None:
+    port, _ = seldon
+    r = requests.post(f"http://127.0.0.1:{port}/api/v1.0/predictions", json=seldon_payload(), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["data"]["ndarray"] == EXPECTED
+    assert body["meta"]["tags"] == {"model": MODEL, "version": registered_version, "variant": "challenger"}
+
+
+def test_seldon_health_metadata_and_metrics(seldon: tuple[int, int], registered_version: str) -> None:
+    port, metrics_port = seldon
+    for path in health_paths("seldon").values():
+        assert requests.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code == 200
+    status = requests.get(f"http://127.0.0.1:{port}/health/status", timeout=10).json()
+    assert status["jsonData"]["status"] == "ok" and status["jsonData"]["variant"] == "challenger"
+    meta = requests.get(f"http://127.0.0.1:{port}/api/v1.0/metadata", timeout=10).json()
+    assert meta["name"] == MODEL and meta["versions"] == [registered_version]
+    assert meta["custom"]["variant"] == "challenger"
+    requests.post(
+        f"http://127.0.0.1:{port}/api/v1.0/predictions", json=seldon_payload(), timeout=30
+    ).raise_for_status()
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert "dockyard_predictions_total" in text
