@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import requests  # noqa: E402
-from dockyard.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
 
+from dockyard.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
 from tests.plugins.mlflow_server import MlflowServer  # noqa: E402
 from tests.runtime.helpers import (  # noqa: E402
     fetch_model,

@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
 from dockyard import cli as dockyard_cli
 
 from .chartlib import ROOT, SCENARIOS, render

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from dockyard.runtime import data
 from dockyard.runtime.data import (
     SourceUnreachable,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from dockyard.api.dataset import DatasetSpec
 from dockyard.runtime import profile as prof
 from dockyard.runtime.common import TERMINATION_LIMIT

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from dockyard.runtime import fetch_model, serve
 from dockyard.runtime.common import RuntimeFailure
 
@@ -171,6 +172,7 @@ def test_iris_configmap_is_up_to_date() -> None:
     import io
 
     import pandas as pd
+
     from dockyard.api.dataset import DatasetSpec
     from dockyard.runtime.profile import validate
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from dockyard.runtime.serve import health_paths
 
 from .helpers import (

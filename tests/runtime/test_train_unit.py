@@ -6,12 +6,13 @@ import inspect
 
 import pandas as pd
 import pytest
-from dockyard.runtime import train
-from dockyard.runtime.common import RuntimeFailure
-from dockyard.runtime.train import coerce_hyperparameters, coerce_value, config_from_env, import_estimator
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
+
+from dockyard.runtime import train
+from dockyard.runtime.common import RuntimeFailure
+from dockyard.runtime.train import coerce_hyperparameters, coerce_value, config_from_env, import_estimator
 
 
 def test_import_estimator_ok() -> None:

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import requests
+
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.routers.builtin import render_nginx_config
-
 from tests.runtime.helpers import free_port
 
 NGINX = shutil.which("nginx") or next(

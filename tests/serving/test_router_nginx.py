@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from dockyard.api.modeldeployment import ModelDeploymentSpec
 
+from dockyard.api.modeldeployment import ModelDeploymentSpec
 from tests.serving.nginx_process import NGINX, NginxRouter
 
 pytestmark = [pytest.mark.serving, pytest.mark.skipif(NGINX is None, reason="nginx binary not installed")]

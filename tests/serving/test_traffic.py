@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import requests
-from dockyard.api.modeldeployment import ModelDeploymentSpec
 
+from dockyard.api.modeldeployment import ModelDeploymentSpec
 from tests.runtime.helpers import (
     IRIS_SAMPLE_ROWS,
     IRIS_SPECIES,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pydantic
 import pytest
+
 from dockyard.api import API_VERSION, GROUP, VERSION
 from dockyard.api.common import (
     BaseStatus,

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+
 from dockyard.api import DatasetSpec, DatasetStatus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "01-dataset.yaml"

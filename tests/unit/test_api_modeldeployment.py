@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+
 from dockyard.api import ModelDeploymentSpec, ModelDeploymentStatus, Variant
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "03-modeldeployment.yaml"

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+
 from dockyard.api import TrainingRunSpec, TrainingRunStatus
 from dockyard.api.trainingrun import QualityGate
 

@@ -36,12 +36,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
+
 from dockyard.api.dataset import DatasetSpec
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.api.trainingrun import TrainingRunSpec
 from dockyard.controllers.common import format_validation_error, invalid_status
-from pydantic import BaseModel, ValidationError
-
 from tests.kubeapi.validation import validate_custom_resource
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,9 @@ import sys
 import types
 from pathlib import Path
 
-import dockyard
 import pytest
+
+import dockyard
 from dockyard import cli
 
 COMMANDS = ["crds", "version", "operator", "profile", "train", "fetch-model", "serve"]

@@ -23,6 +23,7 @@ import jsonschema
 import pydantic
 import pytest
 import yaml
+
 from dockyard.api import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -833,8 +834,23 @@ def test_every_cel_rule_has_mirror_cases() -> None:
         for _, node in walk(root_schema(kind))
         for rule in node.get("x-kubernetes-validations", [])
         if "oldSelf" not in rule["rule"]  # transition rules have no operator-side mirror
+        and "self.metadata" not in rule["rule"]  # name rules: mirrored by check_name, tested below
     }
     assert rules == set(CEL_CASES)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("iris", True), ("a", True), ("iris-v2", True), ("bad.md", False), ("9lives", False), ("Iris", False),
+     ("x" * 42, True), ("x" * 43, False), ("trailing-", False)],
+)
+def test_modeldeployment_name_rule_and_operator_agree(name: str, ok: bool) -> None:
+    """The name becomes Service names: the CRD's root CEL rule and the operator's check agree."""
+    from dockyard.api.modeldeployment import check_name
+
+    _, errors = local_validate(CRDS["ModelDeployment"], resource("ModelDeployment", BASE["ModelDeployment"], name))
+    assert (not errors) == ok, errors
+    assert (check_name(name) is None) == ok
 
 
 @pytest.mark.parametrize(("rule", "kind", "path", "value"), MIRROR)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from dockyard.api import KINDS
 
+from dockyard.api import KINDS
 from tests.unit.test_crds import CRDS, VALIDATORS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"

@@ -8,12 +8,12 @@ import re
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from dockyard.api.modeldeployment import ModelDeploymentSpec, RouterSpec, StickySession, Variant
 from dockyard.config import OperatorConfig
 from dockyard.routers import builtin, gateway, istio, seldon
 from dockyard.routers.common import format_percent, normalise_weights
-from pydantic import ValidationError
-
 from tests.serving.golden import assert_golden_text
 
 OWNER: dict[str, Any] = {

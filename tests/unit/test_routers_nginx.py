@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.config import OperatorConfig
 from dockyard.routers import builtin

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.builders.serving import (
     build_variant_deployment,
@@ -24,7 +25,6 @@ from dockyard.labels import (
     VARIANT_LABEL,
     content_hash,
 )
-
 from tests.serving.golden import assert_golden_yaml
 
 OWNER: dict[str, Any] = {

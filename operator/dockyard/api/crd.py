@@ -142,9 +142,24 @@ def build_crd(
     status_model: type[BaseModel],
     printer_columns: list[dict[str, Any]],
     description: str,
+    root_validations: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     spec = model_schema(spec_model)
     status = model_schema(status_model)
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if root_validations:
+        root["x-kubernetes-validations"] = root_validations
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -170,20 +185,7 @@ def build_crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": printer_columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -219,6 +221,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
             status_model=modeldeployment.ModelDeploymentStatus,
             printer_columns=modeldeployment.PRINTER_COLUMNS,
             description="Serve registered model versions with a weighted A/B traffic split.",
+            root_validations=modeldeployment.ROOT_VALIDATIONS,
         ),
     }
 

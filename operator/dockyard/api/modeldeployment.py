@@ -26,6 +26,29 @@ SHORT_NAMES = ["mdep"]
 # HTTP header names (RFC 7230 token, restricted): letters, digits and dashes only, so a
 # header name is also a safe nginx variable suffix ($http_x_user_id).
 HEADER_NAME = r"^[A-Za-z][A-Za-z0-9-]*$"
+# The ModelDeployment's name becomes Service names (`<name>`, `<name>-<variant>`), and Services
+# must be DNS-1035 labels: start with a letter. Bounded so `<name>-<variant>` fits in 63.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX_LENGTH = 42
+ROOT_VALIDATIONS = [
+    {
+        "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {NAME_MAX_LENGTH}",
+        "message": f"metadata.name must be a DNS-1035 label (start with a letter) of at most {NAME_MAX_LENGTH} "
+        "characters: it names the Services",
+        "fieldPath": ".metadata.name",
+    }
+]
+
+
+def check_name(name: str) -> str | None:
+    """Why a ModelDeployment name can't be used, or None (mirror of ROOT_VALIDATIONS)."""
+    import re
+
+    if len(name) > NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, name):
+        return str(ROOT_VALIDATIONS[0]["message"])
+    return None
+
+
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 

@@ -82,7 +82,8 @@ class EstimatorTrainer(ApiModel):
     def _param_names(self) -> EstimatorTrainer:
         for key in self.hyperparameters or {}:
             if not re.fullmatch(PARAM_NAME, key):
-                raise ValueError(f"hyperparameter name {key!r} must be a Python identifier")
+                shown = key if len(key) <= 64 else key[:61] + "..."
+                raise ValueError(f"hyperparameter name {shown!r} must be a Python identifier")
         return self
 
 

@@ -16,15 +16,25 @@ from .base import Context, generation
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_ERROR_MESSAGE = 2000  # status messages must stay far below the CRD's 32 KiB limit
+
+
 def format_validation_error(exc: ValidationError) -> str:
-    """`spec.variants[0].weight: Input should be ...` — one line per problem, field first."""
+    """`spec.variants[0].weight: Input should be ...` — one line per problem, field first.
+
+    Bounded: a hostile value (e.g. a 40 kB map key) must never make the status unwritable.
+    """
     lines = []
     for err in exc.errors()[:10]:
         path = "spec"
         for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        lines.append(f"{path}: {err['msg']}")
-    return "; ".join(lines)
+            text = str(part)
+            text = text if len(text) <= 64 else text[:61] + "..."
+            path += f"[{text}]" if isinstance(part, int) else f".{text}"
+        msg = str(err["msg"])
+        lines.append(f"{path}: {msg if len(msg) <= 300 else msg[:297] + '...'}")
+    out = "; ".join(lines)
+    return out if len(out) <= MAX_ERROR_MESSAGE else out[: MAX_ERROR_MESSAGE - 3] + "..."
 
 
 def parse_spec[M: BaseModel](model: type[M], body: dict[str, Any]) -> tuple[M | None, str]:

@@ -18,12 +18,13 @@ from typing import Any
 
 from .. import metrics
 from ..api.common import parse_duration
-from ..api.modeldeployment import ModelDeploymentSpec
-from ..builders.serving import desired_serving_children, router_kind_for
+from ..api.modeldeployment import ModelDeploymentSpec, check_name
+from ..builders.serving import desired_serving_children, router_endpoint, router_kind_for, variant_endpoint
 from ..conditions import set_condition, summarize
 from ..kube import ApiError
 from ..labels import KIND_LABEL, OWNER_LABEL
 from ..mlflow_client import MlflowUnavailable
+from ..routers.common import router_name, variant_service_name
 from .base import Context, Key, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec
 
@@ -48,8 +49,9 @@ class Unresolvable(Exception):
 
 async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     spec, error = parse_spec(ModelDeploymentSpec, body)
-    if spec is None:
-        await _write(ctx, body, invalid_status(body, "InvalidSpec", error))
+    name_problem = check_name(body["metadata"]["name"])
+    if spec is None or name_problem:
+        await _write(ctx, body, invalid_status(body, "InvalidSpec", name_problem or error))
         return Result()
     meta = body["metadata"]
     key: Key = (KIND, meta["namespace"], meta["name"])
@@ -202,7 +204,7 @@ def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, reso
     variants = []
     not_ready = []
     for variant in spec.variants:
-        deploy_name = f"{meta['name']}-{variant.name}"
+        deploy_name = variant_service_name(meta["name"], variant.name)
         entry: dict[str, Any] = {
             "name": variant.name,
             "resolvedVersion": resolution.versions[variant.name],
@@ -218,7 +220,7 @@ def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, reso
             dstatus = (deployment or {}).get("status") or {}
             current = _deployment_current(deployment)
             entry["readyReplicas"] = int(dstatus.get("readyReplicas") or 0) if current else 0
-            entry["endpoint"] = f"http://{deploy_name}.{ns}.svc.{ctx.cfg.cluster_domain}"
+            entry["endpoint"] = variant_endpoint(ns, meta["name"], variant.name, ctx.cfg, spec.runtime)
         if entry["readyReplicas"] < variant.replicas:
             not_ready.append(variant.name)
         variants.append(entry)
@@ -265,7 +267,7 @@ def _router_ready(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec,
                   applied: dict[tuple[str, str], dict[str, Any]]) -> tuple[bool, str]:
     meta = body["metadata"]
     if spec.router.type == "builtin":
-        name = f"{meta['name']}-router"
+        name = router_name(meta["name"])
         deployment = ctx.cache.get(("Deployment", meta["namespace"], name)) or applied.get(("Deployment", name))
         ready = _deployment_current(deployment) and int(
             ((deployment or {}).get("status") or {}).get("readyReplicas") or 0) >= 1
@@ -286,12 +288,10 @@ def _seldon_ready(applied: dict[tuple[str, str], dict[str, Any]]) -> bool:
 
 def _endpoint(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec) -> str | None:
     meta = body["metadata"]
-    if spec.router.type in ("builtin", "istio"):
-        return f"http://{meta['name']}.{meta['namespace']}.svc.{ctx.cfg.cluster_domain}"
-    if spec.router.type == "gateway":
-        hosts = spec.router.gateway.hostnames if spec.router.gateway else None
-        return f"http://{hosts[0]}" if hosts else None
-    return None
+    endpoint = router_endpoint(meta["namespace"], meta["name"], spec, ctx.cfg)
+    if endpoint is None and spec.router.type == "gateway" and spec.router.gateway and spec.router.gateway.hostnames:
+        return f"http://{spec.router.gateway.hostnames[0]}"
+    return endpoint
 
 
 def _status(body: dict[str, Any], spec: ModelDeploymentSpec, phase: str, ready: bool | None, reason: str,
