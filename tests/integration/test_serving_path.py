@@ -289,3 +289,21 @@ def test_steady_state_makes_no_writes_and_no_mlflow_calls(
     time.sleep(3.0)
     assert {k: v for k, v in kube.emulator.counters.writes(api_before).items() if v} == {}
     assert mlflow_proxy.calls_since(mlflow_before) == {}
+
+
+def test_metrics_endpoint_shows_reconciles_phases_and_weights(kube: KubeEnv, executor: Any,
+                                                              operator: OperatorProcess, model: str) -> None:
+    kube.apply(md(model, [{"name": "a", "version": "1", "weight": 3}, {"name": "b", "version": "2", "weight": 1}]))
+    ready(kube)
+    ns = kube.namespace
+
+    def scraped() -> str | None:
+        text = operator.metrics()
+        return text if 'dockyard_resources{kind="ModelDeployment",phase="Ready"} 1.0' in text else None
+
+    text = kube.wait_for(scraped, timeout=30, message="Ready gauge")
+    assert 'dockyard_reconcile_total{kind="ModelDeployment",result="success"}' in text
+    assert 'dockyard_reconcile_duration_seconds_bucket{kind="ModelDeployment",le="0.1"}' in text
+    assert f'dockyard_variant_weight{{model_version="1",name="iris",namespace="{ns}",variant="a"}} 75.0' in text
+    assert f'dockyard_variant_weight{{model_version="2",name="iris",namespace="{ns}",variant="b"}} 25.0' in text
+    assert "# TYPE dockyard_mlflow_request_errors_total counter" in text

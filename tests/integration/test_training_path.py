@@ -140,7 +140,12 @@ def test_iris_example_trains_registers_and_aliases(
             "completionTime": history[0]["completionTime"],
         }
     ]
-    assert "dockyard_reconcile_total" in operator.metrics()
+    text = operator.metrics()
+    assert f'dockyard_model_versions_registered_total{{model="{model}"}} 1.0' in text
+    assert 'dockyard_training_duration_seconds_count{result="succeeded"} 1.0' in text
+    assert 'dockyard_resources{kind="TrainingRun",phase="Succeeded"} 1.0' in text
+    assert 'dockyard_resources{kind="Dataset",phase="Ready"} 1.0' in text
+    assert 'dockyard_reconcile_total{kind="TrainingRun",result="success"}' in text
 
 
 def test_quality_gate_rejects_without_registering(

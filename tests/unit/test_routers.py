@@ -7,10 +7,11 @@ import random
 import re
 from typing import Any
 
+import pydantic
 import pytest
 from pydantic import ValidationError
 
-from dockyard.api.modeldeployment import ModelDeploymentSpec, RouterSpec, StickySession, Variant
+from dockyard.api.modeldeployment import IstioRouter, ModelDeploymentSpec, RouterSpec, StickySession, Variant
 from dockyard.config import OperatorConfig
 from dockyard.routers import builtin, gateway, istio, seldon
 from dockyard.routers.common import format_percent, normalise_weights
@@ -494,10 +495,16 @@ def test_virtual_service_hosts_and_gateways() -> None:
     ],
 )
 def test_virtual_service_rejects_hostile_hosts(istio_cfg: dict[str, Any]) -> None:
-    # The API model leaves istio hosts/gateways as free strings; the builder refuses bad ones.
-    spec = spec_of({"a": 1}, type="istio", istio=istio_cfg)
+    # Two layers: the API model (and so the CRD) refuses them, and the builder refuses them again
+    # when handed an unvalidated spec (defence in depth).
+    with pytest.raises(pydantic.ValidationError):
+        spec_of({"a": 1}, type="istio", istio=istio_cfg)
+    valid = spec_of({"a": 1}, type="istio")
+    unvalidated = valid.model_copy(
+        update={"router": valid.router.model_copy(update={"istio": IstioRouter.model_construct(**istio_cfg)})}
+    )
     with pytest.raises(ValueError, match="refusing"):
-        istio.build_router_objects(OWNER, spec, {"a": "1"}, CFG)
+        istio.build_router_objects(OWNER, unvalidated, {"a": "1"}, CFG)
 
 
 # -- seldon -----------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def check_name(name: str) -> str | None:
     return None
 
 
+ISTIO_GATEWAY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
@@ -127,11 +128,12 @@ class GatewayRouter(ApiModel):
 class IstioRouter(ApiModel):
     """Settings for `router.type: istio`."""
 
-    hosts: list[str] | None = Field(
+    # A bare "*" would capture every host in the mesh: hosts must name something.
+    hosts: list[Annotated[str, Field(pattern=HOSTNAME, max_length=253)]] | None = Field(
         default=None, max_length=16, description="VirtualService hosts; default the router Service name."
     )
-    gateways: list[str] | None = Field(
-        default=None, max_length=16, description="Istio gateways; default the mesh."
+    gateways: list[Annotated[str, Field(pattern=ISTIO_GATEWAY, max_length=253)]] | None = Field(
+        default=None, max_length=16, description="Istio gateways (`name` or `namespace/name`, or `mesh`); default the mesh."
     )
 
 

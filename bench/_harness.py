@@ -1,0 +1,603 @@
+"""Shared set-up for the operator benchmarks (not a benchmark itself).
+
+A "stack" is what one measurement needs: the Kubernetes API emulator (a thread of this
+process), the local executor in instant mode (a thread of this process: Jobs succeed at once,
+nothing runs), and the real operator (`dockyard operator --standalone`, its own process)
+pointed at a real MLflow server through the counting proxy (a thread of this process).
+
+Because the emulator, the executor and the proxy share this process (and its GIL), CPU is
+accounted per *thread* (`/proc/self/task/<tid>/stat`) and per process group (operator,
+MLflow), so a figure can be split into "our operator's cost" and "the test rig's cost".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+
+from tests.kubeapi.executor import LocalExecutor  # noqa: E402
+from tests.kubeapi.server import EmulatorThread  # noqa: E402
+from tests.mlflowproxy import MlflowProxy  # noqa: E402
+from tests.plugins.mlflow_server import MlflowServer  # noqa: E402
+from tests.plugins.operator import OperatorProcess  # noqa: E402
+
+GROUP = "dockyard.dev/v1alpha1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Requests the local executor makes (it plays kubelet and the Job/Deployment controllers);
+# everything else that is not a watch comes from the operator (or from the benchmark's own
+# creates, which the scripts subtract).
+EXECUTOR_RESOURCES = {"pods", "pods/status", "jobs/status", "deployments/status"}
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+# -- printing -------------------------------------------------------------------------------
+
+def loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def print_header(script: str, params: dict[str, Any]) -> None:
+    print(f"== {script}  {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print("parameters: " + " ".join(f"{k}={v}" for k, v in params.items()))
+    print(f"machine: os.cpu_count()={os.cpu_count()} loadavg(1/5/15m)={loadavg()} "
+          f"python={platform.python_version()} {platform.machine()}")
+    sys.stdout.flush()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def dist_line(label: str, seconds: list[float]) -> str:
+    ms = [s * 1000 for s in seconds]
+    return (f"{label:<28} n={len(ms):<5} p50={percentile(ms, 50):8.1f} ms  p95={percentile(ms, 95):8.1f} ms  "
+            f"p99={percentile(ms, 99):8.1f} ms  max={max(ms, default=math.nan):8.1f} ms")
+
+
+def fmt_counts(counts: dict[tuple[str, str], int] | dict[str, int]) -> str:
+    if not counts:
+        return "(none)"
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return ", ".join(f"{'/'.join(k) if isinstance(k, tuple) else k}={v}" for k, v in items)
+
+
+# -- CPU and memory from /proc ----------------------------------------------------------------
+
+def _stat_fields(path: str) -> list[str] | None:
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)", starting at state
+
+
+def proc_cpu(pid: int) -> float:
+    """utime+stime of one process (all its threads), seconds."""
+    f = _stat_fields(f"/proc/{pid}/stat")
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+
+def group_cpu(pgid: int) -> float:
+    """utime+stime summed over the live processes of a process group (e.g. MLflow + its workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        f = _stat_fields(f"/proc/{entry}/stat")
+        if f and int(f[2]) == pgid:
+            total += (int(f[11]) + int(f[12])) / CLK_TCK
+    return total
+
+
+def thread_cpu(native_id: int | None) -> float:
+    if native_id is None:
+        return 0.0
+    f = _stat_fields(f"/proc/self/task/{native_id}/stat")
+    return (int(f[11]) + int(f[12])) / CLK_TCK if f else 0.0
+
+
+def proc_mem_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB (MiB) from /proc/<pid>/status."""
+    rss = hwm = math.nan
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss, hwm
+
+
+def _thread_id(name: str) -> int | None:
+    for t in threading.enumerate():
+        if t.name == name:
+            return t.native_id
+    return None
+
+
+# -- MLflow ---------------------------------------------------------------------------------
+
+@dataclass
+class Mlflow:
+    server: MlflowServer
+    proxy: MlflowProxy
+    root: Path
+
+    @classmethod
+    def start(cls, root: Path, workers: int) -> Mlflow:
+        (root / "mlflow").mkdir(parents=True, exist_ok=True)
+        server = MlflowServer(root / "mlflow", workers=workers)
+        t0 = time.monotonic()
+        server.start()
+        proxy = MlflowProxy(server.uri).start()
+        print(f"mlflow: server up in {time.monotonic() - t0:.1f}s (workers={workers}); proxy {proxy.uri}")
+        return cls(server, proxy, root)
+
+    def cpu(self) -> float:
+        return group_cpu(self.server.proc.pid) if self.server.proc else 0.0
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.proxy.stop()
+        with contextlib.suppress(Exception):
+            self.server.stop()
+
+
+# -- the stack --------------------------------------------------------------------------------
+
+def instant_result(job: dict[str, Any]) -> tuple[int, str]:
+    component = ((job.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+    if component == "profiler":
+        name = job["metadata"]["name"]
+        version = "sha256:" + hashlib.sha256(name.rsplit("-profile", 1)[0].encode()).hexdigest()
+        return 0, json.dumps({"ok": True, "version": version, "rows": 150, "columns": 5, "profile": {},
+                              "profileTruncated": False, "reason": None, "errors": []})
+    return 0, json.dumps({"ok": True, "metrics": {}})
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    operator: float
+    mlflow: float
+    threads: dict[str, float]
+
+
+class Stack:
+    """Emulator + instant executor + operator for one namespace."""
+
+    THREADS = ("kubeapi-emulator", "local-executor", "mlflow-proxy", "MainThread")
+
+    def __init__(self, root: Path, namespace: str, mlflow: Mlflow, *, workers: int,
+                 history_limit: int = 1_000_000) -> None:
+        self.root = root
+        self.namespace = namespace
+        self.mlflow = mlflow
+        self.workers = workers
+        self.emu = EmulatorThread(crd_dirs=[REPO / "crds"], foreign_crds=True, history_limit=history_limit)
+        self.url = ""
+        self.kubeconfig = root / "kubeconfig"
+        self.executor: LocalExecutor | None = None
+        self.operator: OperatorProcess | None = None
+
+    def start(self, *, operator: bool = True) -> Stack:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = self.emu.start()
+        self.emu.write_kubeconfig(self.kubeconfig)
+        asyncio.run(self._bootstrap())
+        self.executor = LocalExecutor(self.kubeconfig, self.root / "executor", mode="instant",
+                                      instant_result=instant_result, namespaces={self.namespace}).start()
+        if operator:
+            self.start_operator()
+        return self
+
+    async def _bootstrap(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            await post(s, f"{self.url}/api/v1/namespaces",
+                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
+            await post(s, f"{self.url}/api/v1/namespaces/{self.namespace}/configmaps",
+                       {"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "iris-data", "namespace": self.namespace},
+                        "data": {"iris.csv": "sepal_length,sepal_width,petal_length,petal_width,species\n"}})
+
+    def start_operator(self) -> OperatorProcess:
+        if self.operator is None:
+            self.operator = OperatorProcess(
+                self.kubeconfig, self.mlflow.proxy.uri, self.root / "operator", namespaces=[self.namespace],
+                extra_env={"DOCKYARD_WORKERS": str(self.workers)}, mlflow_uri_for_pods=self.mlflow.server.uri)
+        self.operator.start()
+        return self.operator
+
+    @property
+    def operator_pid(self) -> int:
+        assert self.operator is not None and self.operator.proc is not None
+        return self.operator.proc.pid
+
+    def cpu(self) -> CpuSample:
+        op = proc_cpu(self.operator_pid) if self.operator and self.operator.alive() else 0.0
+        return CpuSample(time.monotonic(), op, self.mlflow.cpu(),
+                         {n: thread_cpu(_thread_id(n)) for n in self.THREADS})
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            with contextlib.suppress(Exception):
+                self.operator.stop()
+        if self.executor is not None:
+            with contextlib.suppress(Exception):
+                self.executor.stop()
+        with contextlib.suppress(Exception):
+            self.emu.stop()
+
+    # -- request accounting ------------------------------------------------------------
+    def counts(self) -> dict[tuple[str, str], int]:
+        return self.emu.counters.snapshot()
+
+    def delta(self, before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        now = self.counts()
+        return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0) > 0}
+
+
+def split_requests(delta: dict[tuple[str, str], int], bench_own: Counter[tuple[str, str]] | None = None
+                   ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """(operator requests, executor requests, watches) from a counter delta."""
+    own = bench_own or Counter()
+    op: dict[tuple[str, str], int] = {}
+    ex: dict[tuple[str, str], int] = {}
+    watches: dict[tuple[str, str], int] = {}
+    for (verb, res), n in delta.items():
+        n -= own.get((verb, res), 0)
+        if n <= 0:
+            continue
+        if verb == "watch":
+            watches[(verb, res)] = n
+        elif res in EXECUTOR_RESOURCES:
+            ex[(verb, res)] = n
+        else:
+            op[(verb, res)] = n
+    return op, ex, watches
+
+
+def cpu_report(a: CpuSample, b: CpuSample, requests: int, mlflow_calls: int) -> list[str]:
+    wall = b.wall - a.wall
+    op = b.operator - a.operator
+    ml = b.mlflow - a.mlflow
+    th = {k: b.threads[k] - a.threads.get(k, 0.0) for k in b.threads}
+    emu = th.get("kubeapi-emulator", 0.0)
+    lines = [
+        f"cpu over {wall:.1f}s wall (seconds of CPU, % of one core):",
+        f"  operator process          {op:7.2f} s  {100 * op / wall:5.0f}%",
+        f"  mlflow server (+workers)  {ml:7.2f} s  {100 * ml / wall:5.0f}%"
+        + (f"   {1000 * ml / mlflow_calls:.1f} ms/call over {mlflow_calls} calls" if mlflow_calls else ""),
+        f"  emulator thread           {emu:7.2f} s  {100 * emu / wall:5.0f}%"
+        + (f"   {1000 * emu / requests:.2f} ms/request over {requests} requests (ceiling ~{requests / emu:.0f} req/s)"
+           if requests and emu else ""),
+        f"  executor thread           {th.get('local-executor', 0):7.2f} s  "
+        f"{100 * th.get('local-executor', 0) / wall:5.0f}%",
+        f"  mlflow proxy thread       {th.get('mlflow-proxy', 0):7.2f} s  {100 * th.get('mlflow-proxy', 0) / wall:5.0f}%",
+        f"  benchmark client thread   {th.get('MainThread', 0):7.2f} s  {100 * th.get('MainThread', 0) / wall:5.0f}%",
+    ]
+    return lines
+
+
+# -- HTTP helpers -----------------------------------------------------------------------------
+
+async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(url, json=body) as resp:
+        data = await resp.json(content_type=None)
+        if resp.status >= 300:
+            raise RuntimeError(f"POST {url} -> {resp.status}: {str(data)[:300]}")
+        return dict(data)
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(url) as resp:
+        data = await resp.json(content_type=None)
+        if resp.status >= 300:
+            raise RuntimeError(f"GET {url} -> {resp.status}: {str(data)[:300]}")
+        return dict(data)
+
+
+def collection(base: str, ns: str, plural: str) -> str:
+    if plural in ("jobs",):
+        return f"{base}/apis/batch/v1/namespaces/{ns}/{plural}"
+    if plural in ("deployments",):
+        return f"{base}/apis/apps/v1/namespaces/{ns}/{plural}"
+    if plural in ("pods", "configmaps", "services", "events"):
+        return f"{base}/api/v1/namespaces/{ns}/{plural}"
+    return f"{base}/apis/{GROUP}/namespaces/{ns}/{plural}"
+
+
+async def create_all(session: aiohttp.ClientSession, base: str, ns: str, plural: str,
+                     bodies: Iterable[dict[str, Any]], concurrency: int) -> dict[str, tuple[float, float]]:
+    """POST every body (at most `concurrency` in flight); name -> (monotonic sent, monotonic acknowledged)."""
+    sem = asyncio.Semaphore(concurrency)
+    url = collection(base, ns, plural)
+    times: dict[str, tuple[float, float]] = {}
+
+    async def one(body: dict[str, Any]) -> None:
+        async with sem:
+            sent = time.monotonic()
+            await post(session, url, body)
+            times[body["metadata"]["name"]] = (sent, time.monotonic())
+
+    await asyncio.gather(*(one(b) for b in bodies))
+    return times
+
+
+# -- resources ----------------------------------------------------------------------------
+
+def dataset(name: str) -> dict[str, Any]:
+    """manifests/examples/01-dataset.yaml without refreshInterval (a refresh is a Job + a write by design)."""
+    return {
+        "apiVersion": GROUP, "kind": "Dataset", "metadata": {"name": name},
+        "spec": {
+            "source": {"uri": "file:///data/iris.csv", "format": "csv",
+                       "volume": {"configMap": {"name": "iris-data"}, "mountPath": "/data"}},
+            "schema": {"target": "species", "columns": [
+                {"name": "sepal_length", "type": "float", "nullable": False},
+                {"name": "sepal_width", "type": "float", "nullable": False},
+                {"name": "petal_length", "type": "float", "nullable": False},
+                {"name": "petal_width", "type": "float", "nullable": False},
+                {"name": "species", "type": "string", "nullable": False,
+                 "allowedValues": ["setosa", "versicolor", "virginica"]}]},
+            "validation": {"minRows": 100, "maxMissingFraction": 0.0},
+        },
+    }
+
+
+def trainingrun(name: str, dataset_name: str, model: str) -> dict[str, Any]:
+    """manifests/examples/02-trainingrun.yaml without qualityGate and alias (instant Jobs log no metrics)."""
+    return {
+        "apiVersion": GROUP, "kind": "TrainingRun", "metadata": {"name": name},
+        "spec": {
+            "datasetRef": {"name": dataset_name},
+            "modelName": model,
+            "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
+                                      "hyperparameters": {"n_estimators": 50, "max_depth": 4, "random_state": 0}}},
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 900,
+            "retrain": {"onDatasetChange": True},
+        },
+    }
+
+
+def modeldeployment(name: str, model: str, versions: tuple[str, str] = ("1", "2")) -> dict[str, Any]:
+    """manifests/examples/03-modeldeployment.yaml with pinned versions (no alias refresh by design)."""
+    return {
+        "apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {
+            "modelName": model, "runtime": "mlserver",
+            "variants": [
+                {"name": "champion", "version": versions[0], "weight": 80, "replicas": 1},
+                {"name": "challenger", "version": versions[1], "weight": 20, "replicas": 1},
+            ],
+            "router": {"type": "builtin", "sticky": {"header": "X-User-Id"}},
+        },
+    }
+
+
+# -- observing ------------------------------------------------------------------------------
+
+@dataclass
+class Observer:
+    """Watches one namespace and stamps `time.monotonic()` on what it sees first:
+    per TrainingRun each phase, per trainer Job its appearance (keyed by the owning TrainingRun)."""
+
+    base: str
+    ns: str
+    phases: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # plural -> name -> phase -> t
+    jobs: dict[str, float] = field(default_factory=dict)  # owner TR name -> t
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, session: aiohttp.ClientSession, plurals: Iterable[str]) -> None:
+        for plural in plurals:
+            rv = await self._list(session, plural)
+            self._tasks.append(asyncio.create_task(self._watch(session, plural, rv)))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _list(self, session: aiohttp.ClientSession, plural: str) -> str:
+        data = await get_json(session, collection(self.base, self.ns, plural))
+        now = time.monotonic()
+        for item in data.get("items") or []:
+            self._see(plural, item, now)
+        return str(data["metadata"]["resourceVersion"])
+
+    def _see(self, plural: str, obj: dict[str, Any], now: float) -> None:
+        meta = obj.get("metadata") or {}
+        if plural == "jobs":
+            if (meta.get("labels") or {}).get("app.kubernetes.io/component") != "trainer":
+                return
+            owner = next((r["name"] for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+            if owner and owner not in self.jobs:
+                self.jobs[owner] = now
+                self.changed.set()
+            return
+        phase = (obj.get("status") or {}).get("phase")
+        if phase:
+            seen = self.phases.setdefault(plural, {}).setdefault(meta.get("name", ""), {})
+            if phase not in seen:
+                seen[phase] = now
+                self.changed.set()
+
+    async def _watch(self, session: aiohttp.ClientSession, plural: str, rv: str) -> None:
+        url = collection(self.base, self.ns, plural)
+        while True:
+            params = {"watch": "true", "resourceVersion": rv, "allowWatchBookmarks": "true"}
+            try:
+                async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                    async for line in resp.content:
+                        if not line.strip():
+                            continue
+                        now = time.monotonic()
+                        ev = json.loads(line)
+                        obj = ev.get("object") or {}
+                        if ev.get("type") == "ERROR":  # 410 Gone: relist
+                            rv = await self._list(session, plural)
+                            break
+                        rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                        if ev.get("type") in ("ADDED", "MODIFIED"):
+                            self._see(plural, obj, now)
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.1)
+
+    def first(self, plural: str, phases: Iterable[str]) -> dict[str, float]:
+        """name -> earliest time any of `phases` was seen."""
+        wanted = tuple(phases)
+        out = {}
+        for name, seen in self.phases.get(plural, {}).items():
+            ts = [seen[p] for p in wanted if p in seen]
+            if ts:
+                out[name] = min(ts)
+        return out
+
+    async def wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
+        return True
+
+
+def session(limit: int = 0) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), read_bufsize=1 << 22)
+
+
+async def wait_quiet(stack: Stack, quiet: float, timeout: float, *, mlflow: Mlflow | None = None,
+                     since: float | None = None) -> tuple[bool, float]:
+    """Wait until no API request (and no MLflow call) has been counted for `quiet` seconds.
+
+    Returns (quiet reached, monotonic time of the last request seen)."""
+    last = since if since is not None else time.monotonic()
+    snap = (stack.counts(), mlflow.proxy.snapshot() if mlflow else Counter())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        now = (stack.counts(), mlflow.proxy.snapshot() if mlflow else Counter())
+        if now != snap:
+            snap, last = now, time.monotonic()
+        elif time.monotonic() - last >= quiet:
+            return True, last
+    return False, last
+
+
+def workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def cleanup(path: Path, keep: bool) -> None:
+    if keep:
+        print(f"work dir kept: {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- one batch of TrainingRuns ---------------------------------------------------------------
+
+@dataclass
+class Batch:
+    n: int
+    t0: float  # first create sent
+    created: dict[str, tuple[float, float]]
+    observer: Observer
+    t_all_jobs: float
+    t_all_done: float
+    cpu_start: CpuSample
+    cpu_jobs: CpuSample
+    cpu_done: CpuSample
+    counts_jobs: dict[tuple[str, str], int]
+    counts_done: dict[tuple[str, str], int]
+    mlflow_jobs: dict[str, int]
+    mlflow_done: dict[str, int]
+    peak_rss_mb: float
+    complete: bool
+
+    @property
+    def t_done_s(self) -> float:
+        return self.t_all_done - self.t0
+
+    @property
+    def t_jobs_s(self) -> float:
+        return self.t_all_jobs - self.t0
+
+
+async def ensure_datasets(stack: Stack, sess: aiohttp.ClientSession, names: list[str], timeout: float = 300) -> float:
+    """Create Datasets and wait until all are Ready; returns the seconds it took."""
+    obs = Observer(stack.url, stack.namespace)
+    await obs.start(sess, ["datasets"])
+    t0 = time.monotonic()
+    await create_all(sess, stack.url, stack.namespace, "datasets", [dataset(n) for n in names], 50)
+    ok = await obs.wait(lambda: len(obs.first("datasets", ["Ready"])) >= len(names), timeout)
+    await obs.stop()
+    if not ok:
+        raise RuntimeError(f"Datasets not Ready after {timeout}s:\n{stack.operator.log_tail() if stack.operator else ''}")
+    return time.monotonic() - t0
+
+
+async def run_trainingruns(stack: Stack, sess: aiohttp.ClientSession, bodies: list[dict[str, Any]],
+                           concurrency: int, timeout: float) -> Batch:
+    """Create the TrainingRuns; wait until every one has its Job and then every one is terminal."""
+    obs = Observer(stack.url, stack.namespace)
+    await obs.start(sess, ["trainingruns", "jobs"])
+    names = {b["metadata"]["name"] for b in bodies}
+    counts0 = stack.counts()
+    ml0 = stack.mlflow.proxy.snapshot()
+    cpu0 = stack.cpu()
+    t0 = time.monotonic()
+    created_task = asyncio.create_task(create_all(sess, stack.url, stack.namespace, "trainingruns", bodies,
+                                                  concurrency))
+    deadline = t0 + timeout
+    ok_jobs = await obs.wait(lambda: names <= obs.jobs.keys(), timeout)
+    t_jobs = max((obs.jobs[n] for n in names if n in obs.jobs), default=math.nan)
+    cpu_jobs, counts_jobs, ml_jobs = stack.cpu(), stack.delta(counts0), stack.mlflow.proxy.calls_since(ml0)
+    terminal = ("Succeeded", "Rejected", "Failed")
+    ok_done = ok_jobs and await obs.wait(
+        lambda: names <= obs.first("trainingruns", terminal).keys(), max(deadline - time.monotonic(), 1))
+    done = obs.first("trainingruns", terminal)
+    t_done = max((done[n] for n in names if n in done), default=math.nan)
+    cpu_done, counts_done, ml_done = stack.cpu(), stack.delta(counts0), stack.mlflow.proxy.calls_since(ml0)
+    created = await created_task
+    await obs.stop()
+    _, hwm = proc_mem_mb(stack.operator_pid)
+    return Batch(len(bodies), t0, created, obs, t_jobs, t_done, cpu0, cpu_jobs, cpu_done, counts_jobs,
+                 counts_done, ml_jobs, ml_done, hwm, ok_done)
