@@ -48,7 +48,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Requests the local executor makes (it plays kubelet and the Job/Deployment controllers);
 # everything else that is not a watch comes from the operator (or from the benchmark's own
 # creates, which the scripts subtract).
-EXECUTOR_RESOURCES = {"pods", "pods/status", "jobs/status", "deployments/status"}
+EXECUTOR_REQUESTS = {("create", "pods"), ("patch", "pods/status"), ("patch", "jobs/status"),
+                     ("patch", "deployments/status"), ("delete", "pods")}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
@@ -281,7 +282,7 @@ def split_requests(delta: dict[tuple[str, str], int], bench_own: Counter[tuple[s
             continue
         if verb == "watch":
             watches[(verb, res)] = n
-        elif res in EXECUTOR_RESOURCES:
+        elif (verb, res) in EXECUTOR_REQUESTS:
             ex[(verb, res)] = n
         else:
             op[(verb, res)] = n

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 import pytest
 
 from dockyard.api import API_VERSION, GROUP, VERSION
@@ -16,12 +15,7 @@ from dockyard.api.common import (
     is_valid_duration,
     parse_duration,
 )
-
-
-def error_locs(model: type[pydantic.BaseModel], data: Any) -> list[tuple[Any, ...]]:
-    with pytest.raises(pydantic.ValidationError) as info:
-        model.model_validate(data)
-    return [tuple(e["loc"]) for e in info.value.errors()]
+from tests.unit.specpath import error_locs
 
 
 def test_group_and_version() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import pytest
 import yaml
 
 from dockyard.api import DatasetSpec, DatasetStatus
+from tests.unit import specpath
+from tests.unit.specpath import set_path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "01-dataset.yaml"
 
@@ -34,22 +35,11 @@ GOOD: dict[str, Any] = {
 
 def with_(path: str, value: Any) -> dict[str, Any]:
     """GOOD with the dotted `path` set to value (None deletes it)."""
-    spec = copy.deepcopy(GOOD)
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node: Any = spec
-    for part in parents:
-        node = node[part]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return spec
+    return set_path(GOOD, path, value)
 
 
 def error_locs(data: Any) -> list[tuple[Any, ...]]:
-    with pytest.raises(pydantic.ValidationError) as info:
-        DatasetSpec.model_validate(data)
-    return [tuple(e["loc"]) for e in info.value.errors()]
+    return specpath.error_locs(DatasetSpec, data)
 
 
 def test_example_parses() -> None:

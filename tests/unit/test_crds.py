@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from dockyard.api import KINDS
+from tests.unit.specpath import DELETE, set_path
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
@@ -504,19 +505,9 @@ BASE = {"Dataset": DS, "TrainingRun": TR, "ModelDeployment": MD}
 
 def mutate(kind: str, path: str, value: Any) -> dict[str, Any]:
     """BASE[kind] with `path` (dotted, list indices as numbers) set to value, or deleted if value is DELETE."""
-    spec = copy.deepcopy(BASE[kind])
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    node: Any = spec
-    for part in parents:
-        node = node[part]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return spec
+    return set_path(BASE[kind], path, value)
 
 
-DELETE = object()
 
 # (kind, path, value): each must stay valid.
 VALID = [

@@ -15,7 +15,14 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec, Variant
 from ..config import OperatorConfig
-from ..labels import child_name, selector_labels
+from ..labels import (
+    MODEL_LABEL,
+    child_name,
+    owner_reference,
+    selector_labels,
+    stamp_spec_hash,
+    standard_labels,
+)
 from ..runtime.serve import health_paths, metrics_path, runtime_ports
 
 OWNER_KIND = "ModelDeployment"
@@ -239,3 +246,23 @@ def check_variants(spec: ModelDeploymentSpec) -> list[Variant]:
     for v in spec.variants:
         require_variant_name(v.name)
     return list(spec.variants)
+
+
+def owned_custom_object(owner: Mapping[str, Any], spec: ModelDeploymentSpec, *, api_version: str, kind: str,
+                        component: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A router custom object (HTTPRoute, VirtualService, SeldonDeployment) named after the
+    ModelDeployment, with the standard labels, the owner reference and the spec hash."""
+    md_name, ns = owner_name_ns(owner)
+    obj = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": router_service_name(md_name),
+            "namespace": ns,
+            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=component,
+                                      extra={MODEL_LABEL: spec.model_name}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": body,
+    }
+    return stamp_spec_hash(obj)

@@ -15,15 +15,13 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..config import OperatorConfig
-from ..labels import MODEL_LABEL, owner_reference, stamp_spec_hash, standard_labels
 from .common import (
-    OWNER_KIND,
     ROUTER_COMPONENT,
     check_variants,
     http_port,
+    owned_custom_object,
     owner_name_ns,
     require_hostname,
-    router_service_name,
     variant_service_name,
 )
 
@@ -35,7 +33,7 @@ def build_http_route(
     owner: dict[str, Any], spec: ModelDeploymentSpec, cfg: OperatorConfig
 ) -> dict[str, Any]:
     """HTTPRoute ``<md>`` with parentRefs/hostnames from the spec and weighted backendRefs."""
-    md_name, ns = owner_name_ns(owner)
+    md_name, _ = owner_name_ns(owner)
     port = http_port(spec.runtime)
     gw = spec.router.gateway
     parent_refs: list[dict[str, Any]] = []
@@ -69,19 +67,8 @@ def build_http_route(
     }
     if gw and gw.hostnames:
         route_spec["hostnames"] = [_hostname(h) for h in gw.hostnames]
-    route = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": router_service_name(md_name),
-            "namespace": ns,
-            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=ROUTER_COMPONENT,
-                                      extra={MODEL_LABEL: spec.model_name}),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": route_spec,
-    }
-    return stamp_spec_hash(route)
+    return owned_custom_object(owner, spec, api_version=API_VERSION, kind=KIND, component=ROUTER_COMPONENT,
+                               body=route_spec)
 
 
 def _hostname(host: str) -> str:

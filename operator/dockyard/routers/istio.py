@@ -23,10 +23,8 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..config import OperatorConfig
-from ..labels import MODEL_LABEL, owner_reference, stamp_spec_hash, standard_labels
 from .builtin import build_router_service
 from .common import (
-    OWNER_KIND,
     ROUTER_COMPONENT,
     VARIANT_RESPONSE_HEADER,
     VERSION_RESPONSE_HEADER,
@@ -34,6 +32,7 @@ from .common import (
     check_variants,
     http_port,
     integer_percentages,
+    owned_custom_object,
     owner_name_ns,
     require_header_name,
     require_hostname,
@@ -99,19 +98,8 @@ def build_virtual_service(
     vs_spec: dict[str, Any] = {"hosts": hosts, "http": http}
     if istio and istio.gateways:
         vs_spec["gateways"] = [_istio_gateway(g) for g in istio.gateways]
-    vs = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": router_service_name(md_name),
-            "namespace": ns,
-            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=ROUTER_COMPONENT,
-                                      extra={MODEL_LABEL: spec.model_name}),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": vs_spec,
-    }
-    return stamp_spec_hash(vs)
+    return owned_custom_object(owner, spec, api_version=API_VERSION, kind=KIND, component=ROUTER_COMPONENT,
+                               body=vs_spec)
 
 
 def build_router_objects(

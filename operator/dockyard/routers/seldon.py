@@ -30,16 +30,13 @@ from ..labels import (
     MODEL_VERSION_LABEL,
     VARIANT_LABEL,
     label_value,
-    owner_reference,
-    stamp_spec_hash,
-    standard_labels,
 )
 from .common import (
-    OWNER_KIND,
     SERVING_COMPONENT,
     check_resolved,
     check_variants,
     integer_percentages,
+    owned_custom_object,
     owner_name_ns,
     require_model_uri,
     router_service_name,
@@ -61,7 +58,7 @@ def build_seldon_deployment(
 ) -> dict[str, Any]:
     """SeldonDeployment ``<md>`` with one MLFLOW_SERVER predictor per variant."""
     del cfg  # Seldon picks its own images; nothing operator-wide applies
-    md_name, ns = owner_name_ns(owner)
+    md_name, _ = owner_name_ns(owner)
     versions = check_resolved(spec, resolved)
     missing = [v.name for v in spec.variants if v.name not in model_uris]
     if missing:
@@ -112,23 +109,13 @@ def build_seldon_deployment(
                 },
             }],
         })
-    sdep = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": router_service_name(md_name),
-            "namespace": ns,
-            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=SERVING_COMPONENT,
-                                      extra={MODEL_LABEL: spec.model_name}),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "name": router_service_name(md_name),
-            "protocol": "v2" if spec.runtime == "mlserver" else "seldon",
-            "predictors": predictors,
-        },
+    body = {
+        "name": router_service_name(md_name),
+        "protocol": "v2" if spec.runtime == "mlserver" else "seldon",
+        "predictors": predictors,
     }
-    return stamp_spec_hash(sdep)
+    return owned_custom_object(owner, spec, api_version=API_VERSION, kind=KIND, component=SERVING_COMPONENT,
+                               body=body)
 
 
 def build_router_objects(

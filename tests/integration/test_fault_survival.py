@@ -1,0 +1,315 @@
+"""Fault survival: SIGKILL at random points, random API faults, a 30 s MLflow outage.
+
+The operator runs as a real process; Jobs run through the local executor in *instant* mode
+(profiling and training Jobs succeed at once, Deployments are marked available), so what is
+exercised is the operator's bookkeeping: each test drives a batch of Datasets, TrainingRuns
+and ModelDeployments through its lifecycle while faults land at seeded pseudo-random points,
+and then checks the end state (``fault_support.assert_converged``): every object converged,
+exactly one Job, one MLflow run and one model version per training attempt, no orphans.
+
+The tests assert outcomes, never timings. Fault *points* are reproducible in number and in
+their position relative to the operator's progress (after its Nth API write, or N seconds
+after a start); which reconcile step a point hits varies with the machine's speed, which is
+why the kill test also prints what each kill interrupted.
+
+Default mode (CI): 20 kills over 20 TrainingRuns + 5 ModelDeployments, and ~40 API faults
+over 10 TrainingRuns + 2 ModelDeployments. ``--long``: 100 kills over 50 TrainingRuns, and
+the 30 s MLflow outage during registration. Emulator only (fault injection, instant executor).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.integration.fault_support import (
+    Load,
+    assert_converged,
+    dataset_objects,
+    deployment_variants,
+    expected_versions,
+    instant_result,
+    log_size,
+    model_deployment,
+    register_serving_model,
+    tracebacks,
+    training_run,
+    wait_operator_writes,
+)
+from tests.integration.test_training_path import cond, phase
+from tests.mlflowproxy import MlflowProxy
+from tests.plugins.kube import KubeEnv
+from tests.plugins.mlflow_server import MlflowServer
+from tests.plugins.operator import OperatorFactory
+
+pytestmark = pytest.mark.integration
+
+SEED = 20261122
+IN_FLIGHT = ("Pending", "Running", "Registering")
+
+
+# ------------------------------------------------------------------------------ SIGKILL
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """Kill after the operator's ``writes``-th API write since its start (capped at ``cap``
+    seconds: a converged operator writes nothing), or ``delay`` seconds after its start."""
+
+    writes: int | None = None
+    delay: float | None = None
+    cap: float = 4.0
+
+    def describe(self) -> str:
+        return f"after {self.writes} writes" if self.writes is not None else f"after {self.delay:.2f}s"
+
+
+def kill_plan(rng: random.Random, kills: int) -> list[KillPoint]:
+    plan = []
+    for _ in range(kills):
+        if rng.random() < 0.5:
+            plan.append(KillPoint(writes=rng.randint(1, 40)))
+        else:
+            plan.append(KillPoint(delay=rng.uniform(0.05, 1.5)))
+    return plan
+
+
+def waves(rng: random.Random, load: Load, kills: int, n_trs: int, n_mds: int, model_prefix: str) -> dict:
+    """Objects to apply before kill number k: the Dataset and a first batch before the first
+    start, the rest spread over the first half of the kills, so that kills land on every
+    step of the lifecycle (including a restart over already-converged objects at the end)."""
+    trs = [(f"tr-{i:03d}", f"{model_prefix}-{i:03d}") for i in range(n_trs)]
+    mds = [f"md-{i}" for i in range(n_mds)]
+    plan: dict[int, list[tuple[str, Any]]] = {}
+    batches = 4
+    for b in range(batches):
+        at = 0 if b == 0 else rng.randint(1, max(kills // 2, 1))
+        chunk = trs[b::batches]
+        plan.setdefault(at, []).extend(("tr", t) for t in chunk)
+        plan.setdefault(at, []).extend(("md", m) for m in mds[b::batches])
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("kills", "n_trs"),
+    [pytest.param(20, 20, id="20kills"), pytest.param(100, 50, id="100kills", marks=pytest.mark.slow)],
+)
+def test_operator_survives_sigkill_at_random_points(
+    kills: int,
+    n_trs: int,
+    kube: KubeEnv,
+    operator_factory: OperatorFactory,
+    mlflow_server: MlflowServer,
+) -> None:
+    kube.require_emulator("fault injection and the instant executor")
+    n_mds = 5
+    rng = random.Random(SEED)
+    serving_model = f"fs-serve-{kube.namespace}"
+    aliases = register_serving_model(mlflow_server, serving_model)
+    kube.start_executor(mode="instant", instant_result=instant_result)
+    load = Load(kube.namespace)
+    plan = kill_plan(rng, kills)
+    schedule = waves(rng, load, kills, n_trs, n_mds, f"fs-{kube.namespace}")
+
+    def apply_wave(k: int) -> None:
+        for what, item in schedule.get(k, []):
+            if what == "tr":
+                name, model = item
+                kube.apply(training_run(name, model))
+                load.trainingruns[name] = model
+            else:
+                index = int(item.split("-")[1])
+                variants = deployment_variants(index)
+                kube.apply(model_deployment(item, serving_model, variants))
+                load.deployments[item] = expected_versions(variants, aliases)
+
+    for doc in dataset_objects():
+        kube.apply(doc)
+    apply_wave(0)
+
+    operator = operator_factory()
+    interrupted: list[str] = []  # what each kill cut short: TrainingRun phases at that instant
+    for k, point in enumerate(plan):
+        if k:
+            apply_wave(k)
+        operator.start()
+        if point.writes is not None:
+            wait_operator_writes(kube, point.writes, point.cap)
+        else:
+            assert point.delay is not None
+            time.sleep(point.delay)  # the kill point itself: N seconds into this life
+        operator.kill()
+        phases = Counter(phase(o) or "-" for o in kube.list("TrainingRun"))
+        interrupted.append(f"kill {k + 1:3d} {point.describe():>16}: {dict(sorted(phases.items()))}")
+
+    clean_from = log_size(operator)
+    operator.start()
+    print(f"\n{kills} SIGKILLs (seed {SEED}), {operator.starts} starts:")
+    print("\n".join(interrupted))
+    assert operator.starts == kills + 1
+    assert_converged(kube, mlflow_server, load, timeout=240)
+    assert operator.alive()
+    # Kills leave no trace in the log (SIGKILL); a Traceback is an unexpected crash in some
+    # reconcile (expected failures log one WARNING line without one).
+    assert tracebacks(operator, since=clean_from) == []
+    assert tracebacks(operator) == []
+    # The kills did land while work was in flight, not only on converged objects.
+    assert any(any(p in line for p in IN_FLIGHT) for line in interrupted), interrupted
+
+
+# ------------------------------------------------------------------------------ API faults
+
+
+def _fault_actions(ns: str) -> list[tuple[str, Any]]:
+    """(label, action(faults, rng)) pairs; every regex is scoped to the test namespace."""
+    base = rf"/namespaces/{ns}/"
+    status = base + r"(trainingruns|datasets|modeldeployments)/[^/]+/status$"
+
+    def fail(method: str, regex: str, code: int, retry_after: int | None = None) -> Any:
+        return lambda faults, rng: faults.fail_next(
+            method, regex, code, count=rng.randint(1, 3), retry_after=retry_after
+        )
+
+    def drop(faults: Any, rng: random.Random) -> None:
+        faults.drop_watches()
+
+    def gone(faults: Any, rng: random.Random) -> None:
+        faults.expire_history()
+        faults.drop_watches()
+
+    return [
+        ("500 status", fail("PATCH", status, 500)),
+        ("409 status", fail("PATCH", status, 409)),
+        ("429 status", fail("PATCH", status, 429, retry_after=1)),
+        ("500 create Job", fail("POST", base + r"jobs$", 500)),
+        ("429 create Job", fail("POST", base + r"jobs$", 429, retry_after=1)),
+        ("503 apply child", fail("PATCH", base + r"(deployments|services|configmaps)/[^/]+$", 503)),
+        ("429 apply child", fail("PATCH", base + r"(deployments|services|configmaps)/[^/]+$", 429, 1)),
+        ("500 read", fail("GET", base + r"(jobs|pods|deployments|services|configmaps)", 500)),
+        ("500 event", fail("POST", base + r"events$", 500)),
+        ("drop watches", drop),
+        ("410 Gone", gone),
+    ]
+
+
+def test_converges_under_random_api_faults(
+    kube: KubeEnv, operator_factory: OperatorFactory, mlflow_server: MlflowServer
+) -> None:
+    kube.require_emulator("fault injection and the instant executor")
+    assert kube.emulator is not None
+    faults = kube.emulator.faults
+    rng = random.Random(SEED)
+    serving_model = f"fs-serve-{kube.namespace}"
+    aliases = register_serving_model(mlflow_server, serving_model)
+    kube.start_executor(mode="instant", instant_result=instant_result)
+    operator = operator_factory().start()
+    load = Load(kube.namespace)
+    actions = _fault_actions(kube.namespace)
+    steps = 40
+    # Objects arrive in three batches during the first half of the fault period.
+    arrivals = {0: (0, 4, [0]), 5: (4, 7, []), 12: (7, 10, [1])}
+    injected: Counter[str] = Counter()
+    try:
+        for step in range(steps):
+            if step == 0:
+                for doc in dataset_objects():
+                    kube.apply(doc)
+            if step in arrivals:
+                lo, hi, mds = arrivals[step]
+                for i in range(lo, hi):
+                    name, model = f"tr-{i:03d}", f"fs-{kube.namespace}-{i:03d}"
+                    kube.apply(training_run(name, model))
+                    load.trainingruns[name] = model
+                for i in mds:
+                    variants = deployment_variants(4 if i else 0)  # one pinned, one alias-based
+                    kube.apply(model_deployment(f"md-{i}", serving_model, variants))
+                    load.deployments[f"md-{i}"] = expected_versions(variants, aliases)
+            label, action = actions[rng.randrange(len(actions))]
+            action(faults, rng)
+            injected[label] += 1
+            # Next fault after a few more steps of the operator's work (or a short pause once
+            # it has nothing left to do).
+            wait_operator_writes(kube, rng.randint(1, 6), cap=0.5)
+    finally:
+        faults.clear()
+    print(f"\ninjected (seed {SEED}): {dict(sorted(injected.items()))}")
+    assert_converged(kube, mlflow_server, load, timeout=180)
+    assert operator.alive() and operator.starts == 1
+    assert tracebacks(operator) == []
+
+
+# ------------------------------------------------------------------------------ MLflow outage
+
+
+@pytest.mark.slow
+def test_mlflow_outage_30s_during_registration(
+    kube: KubeEnv,
+    operator_factory: OperatorFactory,
+    mlflow_server: MlflowServer,
+    mlflow_proxy: MlflowProxy,
+) -> None:
+    """MLflow stops for 30 s while TrainingRuns are registering, then comes back.
+
+    To land the outage *during registration*, registration is first held at the MLflow proxy
+    (model-versions/create answers 503), which the operator reports; then the real server is
+    stopped and the hold released, so every registration attempt in the next 30 s meets a
+    dead server. Afterwards: one version per run, and the outage was visible in status.
+    """
+    kube.require_emulator("the instant executor")
+    outage = 30.0
+    names = [f"tr-{i}" for i in range(3)]
+    kube.start_executor(mode="instant", instant_result=instant_result)
+    operator = operator_factory().start()
+    load = Load(kube.namespace)
+    mlflow_proxy.fail("POST", r"/model-versions/create$", 503, count=10_000)
+    for doc in dataset_objects():
+        kube.apply(doc)
+    for name in names:
+        model = f"fs-{kube.namespace}-{name}"
+        kube.apply(training_run(name, model))
+        load.trainingruns[name] = model
+
+    def down(o: dict[str, Any]) -> bool:
+        return cond(o, "MlflowReachable").get("status") == "False"
+
+    for name in names:
+        held = kube.wait_for_object("TrainingRun", name, down, timeout=120)
+        assert phase(held) == "Registering", held["status"]
+    seen: dict[str, dict[str, Any]] = {}
+    mlflow_server.stop()
+    mlflow_proxy.clear()
+    stopped_at = time.monotonic()
+    try:
+        # While the server is down, watch what status says (the outage lasts `outage` s).
+        while time.monotonic() - stopped_at < outage:
+            for o in kube.list("TrainingRun"):
+                if down(o):
+                    seen.setdefault(o["metadata"]["name"], cond(o, "MlflowReachable"))
+            time.sleep(0.5)
+        assert not mlflow_server.healthy()
+    finally:
+        mlflow_server.start()
+    assert sorted(seen) == names
+    for c in seen.values():
+        assert c["reason"] == "MlflowUnavailable", c
+    assert_converged_registrations(kube, mlflow_server, load)
+    assert operator.alive()
+    assert tracebacks(operator) == []
+
+
+def assert_converged_registrations(kube: KubeEnv, mlflow: MlflowServer, load: Load) -> None:
+    client = mlflow.client()
+    for name, model in load.trainingruns.items():
+        tr = kube.wait_for_object(
+            "TrainingRun", name, lambda o: phase(o) in ("Succeeded", "Failed", "Rejected"), timeout=180
+        )
+        assert phase(tr) == "Succeeded", tr["status"]
+        assert cond(tr, "MlflowReachable").get("status") in (None, "True"), tr["status"]
+        versions = client.search_model_versions(f"name='{model}'")
+        assert [v.version for v in versions] == [tr["status"]["modelVersion"]]
+        assert versions[0].run_id == tr["status"]["mlflowRunId"]
