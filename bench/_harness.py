@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
 
 from tests.kubeapi.executor import LocalExecutor  # noqa: E402
 from tests.kubeapi.server import EmulatorThread  # noqa: E402
@@ -149,10 +150,28 @@ def _thread_id(name: str) -> int | None:
 
 # -- MLflow ---------------------------------------------------------------------------------
 
+class TimingProxy(MlflowProxy):
+    """The counting proxy, also timing each call (proxy in -> upstream answer out)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.durations: list[tuple[float, str, float]] = []  # (monotonic end, endpoint, seconds)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.monotonic()
+        resp = await super()._handle(request)
+        t1 = time.monotonic()
+        self.durations.append((t1, f"{request.method} {request.path.removeprefix('/api/2.0/mlflow/')}", t1 - t0))
+        return resp
+
+    def latency_since(self, t0: float) -> list[float]:
+        return [d for end, _, d in list(self.durations) if end >= t0]
+
+
 @dataclass
 class Mlflow:
     server: MlflowServer
-    proxy: MlflowProxy
+    proxy: TimingProxy
     root: Path
 
     @classmethod
@@ -161,7 +180,7 @@ class Mlflow:
         server = MlflowServer(root / "mlflow", workers=workers)
         t0 = time.monotonic()
         server.start()
-        proxy = MlflowProxy(server.uri).start()
+        proxy = TimingProxy(server.uri).start()
         print(f"mlflow: server up in {time.monotonic() - t0:.1f}s (workers={workers}); proxy {proxy.uri}")
         return cls(server, proxy, root)
 

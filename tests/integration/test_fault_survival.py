@@ -144,8 +144,12 @@ def test_operator_survives_sigkill_at_random_points(
             assert point.delay is not None
             time.sleep(point.delay)  # the kill point itself: N seconds into this life
         operator.kill()
-        phases = Counter(phase(o) or "-" for o in kube.list("TrainingRun"))
-        interrupted.append(f"kill {k + 1:3d} {point.describe():>16}: {dict(sorted(phases.items()))}")
+        trs = Counter(phase(o) or "-" for o in kube.list("TrainingRun"))
+        mds = Counter(phase(o) or "-" for o in kube.list("ModelDeployment"))
+        interrupted.append(
+            f"kill {k + 1:3d} {point.describe():>16}: TrainingRuns {dict(sorted(trs.items()))}"
+            f" ModelDeployments {dict(sorted(mds.items()))}"
+        )
 
     clean_from = log_size(operator)
     operator.start()
