@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from collections import Counter
@@ -198,16 +199,21 @@ def wait_converged(kube: KubeEnv, load: Load, timeout: float = 180.0) -> tuple[d
     ]
     deadline = time.monotonic() + timeout
     for kind, names, ok in specs:
+        if not names:
+            got[kind] = {}
+            continue
         remaining = max(deadline - time.monotonic(), 1.0)
         try:
-            got[kind] = kube.wait_for(
-                lambda kind=kind, names=names, ok=ok: _all_in(kube, kind, names, ok),
+            found = kube.wait_for(
+                functools.partial(_all_in, kube, kind, names, ok),
                 timeout=remaining,
                 interval=0.25,
                 message=f"every {kind} converged",
             )
         except AssertionError as e:
             raise AssertionError(f"{e}\nphases: {describe(kind)}") from None
+        assert found is not None
+        got[kind] = found
     return got["Dataset"], got["TrainingRun"], got["ModelDeployment"]
 
 
@@ -250,7 +256,9 @@ def assert_converged(kube: KubeEnv, mlflow: MlflowServer, load: Load, timeout: f
     # Every object in the right phase.
     for name in load.datasets:
         assert phase(datasets[name]) == "Ready", datasets[name]["status"]
-    bad = {n: (phase(trs[n]), cond(trs[n], "Ready")) for n in load.trainingruns if phase(trs[n]) != "Succeeded"}
+    bad = {
+        n: (phase(trs[n]), cond(trs[n], "Ready")) for n in load.trainingruns if phase(trs[n]) != "Succeeded"
+    }
     assert not bad, f"TrainingRuns not Succeeded: {bad}"
     for name, want in load.deployments.items():
         st = mds[name]["status"]
@@ -270,7 +278,9 @@ def assert_converged(kube: KubeEnv, mlflow: MlflowServer, load: Load, timeout: f
     )
     assert trainer_jobs == sorted(f"{n}-train-1" for n in load.trainingruns), trainer_jobs
     profilers = [
-        j for j in kube.list("Job") if j["metadata"]["labels"].get("app.kubernetes.io/component") == "profiler"
+        j
+        for j in kube.list("Job")
+        if j["metadata"]["labels"].get("app.kubernetes.io/component") == "profiler"
     ]
     assert len(profilers) == len(load.datasets), [j["metadata"]["name"] for j in profilers]
 
@@ -317,7 +327,9 @@ def assert_converged(kube: KubeEnv, mlflow: MlflowServer, load: Load, timeout: f
 
 def tracebacks(operator: OperatorProcess, since: int = 0) -> list[str]:
     """Traceback blocks in the operator log after byte offset ``since``."""
-    text = operator.log_path.read_bytes()[since:].decode(errors="replace") if operator.log_path.exists() else ""
+    text = (
+        operator.log_path.read_bytes()[since:].decode(errors="replace") if operator.log_path.exists() else ""
+    )
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines):

@@ -20,6 +20,7 @@ the 30 s MLflow outage during registration. Emulator only (fault injection, inst
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ from tests.integration.fault_support import (
     deployment_variants,
     expected_versions,
     instant_result,
-    log_size,
     model_deployment,
     register_serving_model,
     tracebacks,
@@ -51,6 +51,7 @@ pytestmark = pytest.mark.integration
 
 SEED = 20261122
 IN_FLIGHT = ("Pending", "Running", "Registering")
+WRITE_LATENCY = 0.015
 
 
 # ------------------------------------------------------------------------------ SIGKILL
@@ -63,10 +64,7 @@ class KillPoint:
 
     writes: int | None = None
     delay: float | None = None
-    cap: float = 4.0
-
-    def describe(self) -> str:
-        return f"after {self.writes} writes" if self.writes is not None else f"after {self.delay:.2f}s"
+    cap: float = 2.0
 
 
 def kill_plan(rng: random.Random, kills: int) -> list[KillPoint]:
@@ -79,16 +77,17 @@ def kill_plan(rng: random.Random, kills: int) -> list[KillPoint]:
     return plan
 
 
-def waves(rng: random.Random, load: Load, kills: int, n_trs: int, n_mds: int, model_prefix: str) -> dict:
+def waves(rng: random.Random, kills: int, n_trs: int, n_mds: int, model_prefix: str) -> dict:
     """Objects to apply before kill number k: the Dataset and a first batch before the first
-    start, the rest spread over the first half of the kills, so that kills land on every
+    start, the rest spread over the first three quarters of the kills, so that kills land on every
     step of the lifecycle (including a restart over already-converged objects at the end)."""
     trs = [(f"tr-{i:03d}", f"{model_prefix}-{i:03d}") for i in range(n_trs)]
     mds = [f"md-{i}" for i in range(n_mds)]
     plan: dict[int, list[tuple[str, Any]]] = {}
-    batches = 4
+    batches = max(4, n_trs // 4)
+    span = max(kills * 3 // 4, 1)
     for b in range(batches):
-        at = 0 if b == 0 else rng.randint(1, max(kills // 2, 1))
+        at = 0 if b == 0 else int((b + rng.random()) * span / batches)
         chunk = trs[b::batches]
         plan.setdefault(at, []).extend(("tr", t) for t in chunk)
         plan.setdefault(at, []).extend(("md", m) for m in mds[b::batches])
@@ -97,7 +96,10 @@ def waves(rng: random.Random, load: Load, kills: int, n_trs: int, n_mds: int, mo
 
 @pytest.mark.parametrize(
     ("kills", "n_trs"),
-    [pytest.param(20, 20, id="20kills"), pytest.param(100, 50, id="100kills", marks=pytest.mark.slow)],
+    [
+        pytest.param(20, 20, id="20kills"),
+        pytest.param(100, 50, id="100kills", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+    ],
 )
 def test_operator_survives_sigkill_at_random_points(
     kills: int,
@@ -114,7 +116,7 @@ def test_operator_survives_sigkill_at_random_points(
     kube.start_executor(mode="instant", instant_result=instant_result)
     load = Load(kube.namespace)
     plan = kill_plan(rng, kills)
-    schedule = waves(rng, load, kills, n_trs, n_mds, f"fs-{kube.namespace}")
+    schedule = waves(rng, kills, n_trs, n_mds, f"fs-{kube.namespace}")
 
     def apply_wave(k: int) -> None:
         for what, item in schedule.get(k, []):
@@ -128,6 +130,15 @@ def test_operator_survives_sigkill_at_random_points(
                 kube.apply(model_deployment(item, serving_model, variants))
                 load.deployments[item] = expected_versions(variants, aliases)
 
+    assert kube.emulator is not None
+    # A real API server answers writes in milliseconds, not microseconds: with that latency a
+    # TrainingRun's life spans more of each operator life, so more kills land mid-flight.
+    kube.emulator.faults.add_latency(
+        WRITE_LATENCY, method="PATCH", path_regex=rf"/namespaces/{kube.namespace}/"
+    )
+    kube.emulator.faults.add_latency(
+        WRITE_LATENCY, method="POST", path_regex=rf"/namespaces/{kube.namespace}/"
+    )
     for doc in dataset_objects():
         kube.apply(doc)
     apply_wave(0)
@@ -139,28 +150,29 @@ def test_operator_survives_sigkill_at_random_points(
             apply_wave(k)
         operator.start()
         if point.writes is not None:
-            wait_operator_writes(kube, point.writes, point.cap)
+            done = wait_operator_writes(kube, point.writes, point.cap)
+            where = f"after {done}/{point.writes} writes"
         else:
             assert point.delay is not None
             time.sleep(point.delay)  # the kill point itself: N seconds into this life
+            where = f"after {point.delay:.2f}s"
         operator.kill()
         trs = Counter(phase(o) or "-" for o in kube.list("TrainingRun"))
         mds = Counter(phase(o) or "-" for o in kube.list("ModelDeployment"))
         interrupted.append(
-            f"kill {k + 1:3d} {point.describe():>16}: TrainingRuns {dict(sorted(trs.items()))}"
+            f"kill {k + 1:3d} {where:>18}: TrainingRuns {dict(sorted(trs.items()))}"
             f" ModelDeployments {dict(sorted(mds.items()))}"
         )
 
-    clean_from = log_size(operator)
+    kube.emulator.faults.clear()
     operator.start()
     print(f"\n{kills} SIGKILLs (seed {SEED}), {operator.starts} starts:")
     print("\n".join(interrupted))
     assert operator.starts == kills + 1
     assert_converged(kube, mlflow_server, load, timeout=240)
     assert operator.alive()
-    # Kills leave no trace in the log (SIGKILL); a Traceback is an unexpected crash in some
-    # reconcile (expected failures log one WARNING line without one).
-    assert tracebacks(operator, since=clean_from) == []
+    # Kills leave no trace in the log (SIGKILL); a Traceback is an unexpected exception in some
+    # reconcile (expected failures log one WARNING line without one), in any of the lives.
     assert tracebacks(operator) == []
     # The kills did land while work was in flight, not only on converged objects.
     assert any(any(p in line for p in IN_FLIGHT) for line in interrupted), interrupted
@@ -214,7 +226,10 @@ def test_converges_under_random_api_faults(
     operator = operator_factory().start()
     load = Load(kube.namespace)
     actions = _fault_actions(kube.namespace)
-    steps = 40
+    # Every kind of fault at least three times, in a seeded random order.
+    schedule = (actions * 4)[: max(len(actions) * 3, 40)]
+    rng.shuffle(schedule)
+    steps = len(schedule)
     # Objects arrive in three batches during the first half of the fault period.
     arrivals = {0: (0, 4, [0]), 5: (4, 7, []), 12: (7, 10, [1])}
     injected: Counter[str] = Counter()
@@ -233,7 +248,7 @@ def test_converges_under_random_api_faults(
                     variants = deployment_variants(4 if i else 0)  # one pinned, one alias-based
                     kube.apply(model_deployment(f"md-{i}", serving_model, variants))
                     load.deployments[f"md-{i}"] = expected_versions(variants, aliases)
-            label, action = actions[rng.randrange(len(actions))]
+            label, action = schedule[step]
             action(faults, rng)
             injected[label] += 1
             # Next fault after a few more steps of the operator's work (or a short pause once
@@ -242,9 +257,24 @@ def test_converges_under_random_api_faults(
     finally:
         faults.clear()
     print(f"\ninjected (seed {SEED}): {dict(sorted(injected.items()))}")
+    felt = fault_evidence(operator)
+    print(f"seen by the operator: {felt}")
+    # The faults reached the operator (client retries, failed reconciles), not just the void.
+    assert felt["client retries"] + felt["failed reconciles"] > 0, felt
     assert_converged(kube, mlflow_server, load, timeout=180)
     assert operator.alive() and operator.starts == 1
     assert tracebacks(operator) == []
+
+
+def fault_evidence(operator: Any) -> dict[str, int]:
+    """What the operator's log says about injected faults (its kube client logs each retry of a
+    429/5xx at DEBUG; a reconcile that fails logs a WARNING)."""
+    text = operator.log_path.read_text(errors="replace")
+    return {
+        "client retries": len(re.findall(r"dockyard\.kube: \w+ \S+ -> (?:429|5\d\d), retrying", text)),
+        "failed reconciles": len(re.findall(r"reconcile \w+/\S+ failed \(\d+\)", text)),
+        "watch errors": len(re.findall(r"kopf\S*: .*(?:failed|Gone|410)", text)),
+    }
 
 
 # ------------------------------------------------------------------------------ MLflow outage
@@ -262,7 +292,8 @@ def test_mlflow_outage_30s_during_registration(
     To land the outage *during registration*, registration is first held at the MLflow proxy
     (model-versions/create answers 503), which the operator reports; then the real server is
     stopped and the hold released, so every registration attempt in the next 30 s meets a
-    dead server. Afterwards: one version per run, and the outage was visible in status.
+    dead server (the proxy answers 502 for it). Afterwards: one version per run, and the
+    outage was visible in status while it lasted (reported anew by attempts during it).
     """
     kube.require_emulator("the instant executor")
     outage = 30.0
@@ -281,39 +312,37 @@ def test_mlflow_outage_30s_during_registration(
     def down(o: dict[str, Any]) -> bool:
         return cond(o, "MlflowReachable").get("status") == "False"
 
+    held: dict[str, str] = {}
     for name in names:
-        held = kube.wait_for_object("TrainingRun", name, down, timeout=120)
-        assert phase(held) == "Registering", held["status"]
-    seen: dict[str, dict[str, Any]] = {}
+        tr = kube.wait_for_object("TrainingRun", name, down, timeout=120)
+        assert phase(tr) == "Registering", tr["status"]
+        held[name] = cond(tr, "MlflowReachable")["message"]
+    seen: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     mlflow_server.stop()
     mlflow_proxy.clear()
     stopped_at = time.monotonic()
     try:
-        # While the server is down, watch what status says (the outage lasts `outage` s).
+        # Record what status says for as long as the outage lasts.
         while time.monotonic() - stopped_at < outage:
             for o in kube.list("TrainingRun"):
-                if down(o):
-                    seen.setdefault(o["metadata"]["name"], cond(o, "MlflowReachable"))
+                c = cond(o, "MlflowReachable")
+                if c and c not in seen[o["metadata"]["name"]]:
+                    seen[o["metadata"]["name"]].append(c)
             time.sleep(0.5)
         assert not mlflow_server.healthy()
     finally:
         mlflow_server.start()
-    assert sorted(seen) == names
-    for c in seen.values():
-        assert c["reason"] == "MlflowUnavailable", c
-    assert_converged_registrations(kube, mlflow_server, load)
+    print(f"\nheld at registration: {held}\nduring the {outage:.0f}s outage: {seen}")
+    for name in names:
+        # Every TrainingRun showed the outage for all of it: never Reachable while MLflow was down.
+        assert seen[name] and all(c["status"] == "False" for c in seen[name]), seen[name]
+        assert {c["reason"] for c in seen[name]} == {"MlflowUnavailable"}, seen[name]
+    # ... and the operator kept trying during the outage, reporting the dead server (not only
+    # the 503 hold that preceded it) -- for at least one of them (backoff spacing varies).
+    assert any(c["message"] != held[n] for n in names for c in seen[n]), (held, seen)
+    assert_converged(kube, mlflow_server, load, timeout=240)
+    for name in names:
+        after = kube.get("TrainingRun", name)
+        assert after is not None and cond(after, "MlflowReachable").get("status") in (None, "True"), after
     assert operator.alive()
     assert tracebacks(operator) == []
-
-
-def assert_converged_registrations(kube: KubeEnv, mlflow: MlflowServer, load: Load) -> None:
-    client = mlflow.client()
-    for name, model in load.trainingruns.items():
-        tr = kube.wait_for_object(
-            "TrainingRun", name, lambda o: phase(o) in ("Succeeded", "Failed", "Rejected"), timeout=180
-        )
-        assert phase(tr) == "Succeeded", tr["status"]
-        assert cond(tr, "MlflowReachable").get("status") in (None, "True"), tr["status"]
-        versions = client.search_model_versions(f"name='{model}'")
-        assert [v.version for v in versions] == [tr["status"]["modelVersion"]]
-        assert versions[0].run_id == tr["status"]["mlflowRunId"]

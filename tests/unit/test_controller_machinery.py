@@ -94,3 +94,50 @@ def test_child_name_is_bounded_and_distinct() -> None:
     a, b = child_name("m" * 60, "variant-a"), child_name("m" * 60, "variant-b")
     assert len(a) <= 63 and len(b) <= 63 and a != b
     assert child_name("iris", "router") == "iris-router"
+
+
+async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
+    """A reconcile that failed on MLflow is retried as soon as MLflow answers, not after its backoff."""
+    from types import SimpleNamespace
+
+    from dockyard.config import OperatorConfig
+    from dockyard.controllers.base import Cache, Context, MlflowWaitError, Result, Runtime
+
+    class Pinged:
+        up = False
+
+        async def ping(self) -> bool:
+            return self.up
+
+    mlflow = Pinged()
+    ctx = Context(kube=SimpleNamespace(), mlflow=mlflow, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
+                  queue=WorkQueue(), events=SimpleNamespace())  # type: ignore[arg-type]
+    calls: list[float] = []
+    done = asyncio.Event()
+
+    async def reconcile(_: Context, body: dict) -> Result:
+        calls.append(asyncio.get_running_loop().time())
+        if not mlflow.up:
+            raise MlflowWaitError("MLflow down")
+        done.set()
+        return Result()
+
+    runtime = Runtime(ctx)
+    runtime.MLFLOW_PING_INTERVAL = 0.05
+    runtime.MLFLOW_MAX_BACKOFF = 60.0  # so only the watcher can bring it back quickly
+    runtime._failures[("TrainingRun", "ns", "a")] = 10  # deep into backoff already
+    runtime.register("TrainingRun", reconcile)
+    runtime.observe("TrainingRun", "ADDED", {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "1"}})
+    await runtime.start(workers=1)
+    try:
+        await asyncio.wait_for(_until(lambda: len(calls) == 1), 2)
+        mlflow.up = True
+        await asyncio.wait_for(done.wait(), 2)  # far sooner than the 60 s backoff
+        assert len(calls) == 2
+    finally:
+        await runtime.stop()
+
+
+async def _until(pred: object) -> None:
+    while not pred():  # type: ignore[operator]
+        await asyncio.sleep(0.01)

@@ -257,11 +257,16 @@ ReconcileFn = Callable[[Context, dict[str, Any]], Awaitable[Result]]
 class Runtime:
     """Runs the workers; controllers register one reconcile function per kind."""
 
+    # MLflow failures back off at most this long; the MLflow watcher wakes waiters sooner.
+    MLFLOW_MAX_BACKOFF = 30.0
+    MLFLOW_PING_INTERVAL = 3.0
+
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self._reconcilers: dict[str, ReconcileFn] = {}
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._mlflow_waiters: set[Key] = set()
 
     def register(self, kind: str, fn: ReconcileFn) -> None:
         self._reconcilers[kind] = fn
@@ -292,6 +297,7 @@ class Runtime:
 
     async def start(self, workers: int) -> None:
         self._tasks.append(asyncio.create_task(self.ctx.queue.run_timer(), name="dockyard-timer"))
+        self._tasks.append(asyncio.create_task(self._watch_mlflow(), name="dockyard-mlflow-watch"))
         for i in range(workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"dockyard-worker-{i}"))
 
@@ -323,6 +329,10 @@ class Runtime:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(0.5 * (2 ** (failures - 1)), 300.0)
+            if isinstance(exc, MlflowWaitError):
+                # Waiting on MLflow: retry at most every 30 s, and at once when it answers again.
+                delay = min(delay, self.MLFLOW_MAX_BACKOFF)
+                self._mlflow_waiters.add(key)
             level = logging.WARNING if isinstance(exc, ApiError | TransientError) else logging.ERROR
             log.log(level, "reconcile %s/%s/%s failed (%d): %s; retry in %.1fs", *key, failures, exc, delay,
                     exc_info=level == logging.ERROR)
@@ -332,6 +342,7 @@ class Runtime:
         finally:
             metrics.RECONCILE_DURATION.labels(kind=kind).observe(time.perf_counter() - start)
         self._failures.pop(key, None)
+        self._mlflow_waiters.discard(key)
         metrics.RECONCILE_TOTAL.labels(kind=kind, result="success").inc()
         latest = self.ctx.cache.get(key)
         if latest is not None:
@@ -340,8 +351,28 @@ class Runtime:
             self.ctx.queue.add_after(key, result.requeue_after)
 
 
+    async def _watch_mlflow(self) -> None:
+        """While something waits on MLflow, ping it; when it answers, wake the waiters.
+
+        Costs nothing in steady state: it only pings while a reconcile failed on MLflow.
+        """
+        while True:
+            await asyncio.sleep(self.MLFLOW_PING_INTERVAL)
+            if not self._mlflow_waiters:
+                continue
+            if await self.ctx.mlflow.ping():
+                waiters, self._mlflow_waiters = self._mlflow_waiters, set()
+                log.info("MLflow is reachable again; resuming %d object(s)", len(waiters))
+                for key in waiters:
+                    self.ctx.queue.add(key)
+
+
 class TransientError(Exception):
     """A known, retryable condition (already reported in status); logged without a traceback."""
+
+
+class MlflowWaitError(TransientError):
+    """Retryable because MLflow is unreachable; the runtime resumes it when MLflow answers."""
 
 
 def _rv(body: dict[str, Any]) -> int:

@@ -25,7 +25,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowUnavailable
-from .base import Context, Result, TransientError, create_once, generation, write_status
+from .base import Context, MlflowWaitError, Result, create_once, generation, write_status
 from .common import announce_transition, invalid_status, job_outcome, parse_spec
 
 KIND = "TrainingRun"
@@ -48,7 +48,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         return await _reconcile(ctx, body, spec)
     except MlflowUnavailable as exc:
         await _mlflow_down(ctx, body, str(exc))
-        raise TransientError(str(exc)) from exc
+        raise MlflowWaitError(str(exc)) from exc
 
 
 async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) -> Result:
