@@ -116,22 +116,23 @@ class MlflowClient:
             return False
 
     # -- experiments and runs ---------------------------------------------------------
-    async def ensure_experiment(self, name: str) -> str:
-        try:
-            data = await self._call("GET", "experiments/get-by-name", "get_experiment",
-                                    params={"experiment_name": name})
-            return str(data["experiment"]["experiment_id"])
-        except MlflowNotFound:
-            pass
-        try:
-            data = await self._call("POST", "experiments/create", "create_experiment", body={"name": name})
-            return str(data["experiment_id"])
-        except MlflowError as exc:
-            if exc.code == "RESOURCE_ALREADY_EXISTS":  # created concurrently
+    async def ensure_experiment(self, name: str, *, likely_new: bool = False) -> tuple[str, bool]:
+        """(experiment id, whether this call created it). `likely_new` tries create first."""
+        if not likely_new:
+            try:
                 data = await self._call("GET", "experiments/get-by-name", "get_experiment",
                                         params={"experiment_name": name})
-                return str(data["experiment"]["experiment_id"])
-            raise
+                return str(data["experiment"]["experiment_id"]), False
+            except MlflowNotFound:
+                pass
+        try:
+            data = await self._call("POST", "experiments/create", "create_experiment", body={"name": name})
+            return str(data["experiment_id"]), True
+        except MlflowError as exc:
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        data = await self._call("GET", "experiments/get-by-name", "get_experiment", params={"experiment_name": name})
+        return str(data["experiment"]["experiment_id"]), False
 
     async def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         """The run carrying all these tags, if one exists (oldest first, for determinism)."""

@@ -109,9 +109,13 @@ async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
         async def ping(self) -> bool:
             return self.up
 
+    class NoEvents:
+        async def drain(self) -> None:
+            return None
+
     mlflow = Pinged()
     ctx = Context(kube=SimpleNamespace(), mlflow=mlflow, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
-                  queue=WorkQueue(), events=SimpleNamespace())  # type: ignore[arg-type]
+                  queue=WorkQueue(), events=NoEvents())  # type: ignore[arg-type]
     calls: list[float] = []
     done = asyncio.Event()
 

@@ -136,12 +136,34 @@ class Cache:
 
 
 class EventRecorder:
-    """Posts core/v1 Events on transitions and errors (reasons in CamelCase)."""
+    """Posts core/v1 Events on transitions and errors (reasons in CamelCase).
+
+    Events are best effort, so they are posted in the background: a reconcile never waits on
+    one (kopf's own posting works the same way).
+    """
+
+    MAX_IN_FLIGHT = 64
 
     def __init__(self, kube: KubeClient):
         self._kube = kube
+        self._pending: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.MAX_IN_FLIGHT)
 
     async def emit(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        task = asyncio.create_task(self._post_bounded(obj, type_, reason, message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Give queued Events a moment to be posted (on shutdown)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout)
+
+    async def _post_bounded(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        async with self._slots:
+            await self.post(obj, type_, reason, message)
+
+    async def post(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
         now = now_rfc3339()
         event = {
@@ -302,6 +324,7 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self._worker(), name=f"dockyard-worker-{i}"))
 
     async def stop(self) -> None:
+        await self.ctx.events.drain()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

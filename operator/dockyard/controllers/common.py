@@ -70,6 +70,8 @@ async def announce_transition(ctx: Context, body: dict[str, Any], old: dict[str,
     warning = new_phase in ("Invalid", "Failed", "Rejected", "Degraded") or (
         new_reason is not None and new_reason.endswith(("NotFound", "Unavailable", "Unreachable", "Mismatch"))
     )
+    if old_phase == new_phase and not warning:
+        return  # progress inside a phase (e.g. run opened -> Job started) is in status, not Events
     reason = new_reason if new_reason and (warning or old_phase == new_phase) else (new_phase or "Unknown")
     message = new.get("message") or f"phase {old_phase or '-'} -> {new_phase}"
     await ctx.events.emit(body, "Warning" if warning else "Normal", reason, message)

@@ -83,28 +83,31 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
 
     # 2. The MLflow run, recorded in status before the Job exists.
     if not status.get("mlflowRunId"):
+        # The default experiment is per TrainingRun and usually new: create it first (one call),
+        # and a run cannot already exist in an experiment this call created.
         experiment = spec.experiment or f"dockyard/{ns}/{name}"
-        experiment_id = await ctx.mlflow.ensure_experiment(experiment)
-        run_id = await ctx.mlflow.find_or_create_run(
-            experiment_id,
-            run_name=f"{name}-{attempt}",
-            tags={TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
-                  "mlflow.source.name": "dockyard", "dockyard.model_name": spec.model_name},
-            identity={TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)},
-        )
+        experiment_id, created = await ctx.mlflow.ensure_experiment(experiment, likely_new=not spec.experiment)
+        identity = {TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)}
+        tags = {TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
+                "mlflow.source.name": "dockyard", "dockyard.model_name": spec.model_name}
+        run_id = (await ctx.mlflow.create_run(experiment_id, f"{name}-{attempt}", {**tags, **identity}) if created
+                  else await ctx.mlflow.find_or_create_run(experiment_id, f"{name}-{attempt}", tags, identity))
         status.update(experimentId=experiment_id, mlflowRunId=run_id, startTime=now_rfc3339())
         status["conditions"] = set_condition(status.get("conditions"), "DataReady", "True", "DatasetReady",
                                              f"Dataset {spec.dataset_ref.name} version {data_version[:19]}…", gen)
-        return await _progress(ctx, body, status, "Running", "RunOpened", f"MLflow run {run_id} opened",
-                               data_ready=True, requeue=0.0)
+        # The run id is in status before the Job exists; carry on in this same reconcile.
+        await _progress(ctx, body, status, "Running", "RunOpened", f"MLflow run {run_id} opened",
+                        data_ready=True, requeue=None)
+        status = dict(body.get("status") or status)
 
     # 3. The training Job.
     job_name = training_job_name(name, attempt)
-    job = ctx.cache.get(("Job", ns, job_name)) or await ctx.kube.get("batch/v1", "Job", ns, job_name)
-    if job is None:
+    job = ctx.cache.get(("Job", ns, job_name))
+    if job is None:  # create straight away: AlreadyExists means it is ours (create_once reads it then)
         job = await create_once(ctx, build_training_job(
             body, spec, dataset_spec, attempt=attempt, run_id=status["mlflowRunId"],
             experiment_id=str(status.get("experimentId") or ""), dataset_version=data_version, cfg=ctx.cfg))
+        ctx.cache.put(("Job", ns, job_name), job)
     if status.get("jobName") != job_name:
         status["jobName"] = job_name
         status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", "Training",
@@ -147,15 +150,20 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
             msg = f"quality gate failed: {gate.metric}={value:.4g}, required {op} {gate.threshold:g}"
             return await _terminal(ctx, body, status, "Rejected", "QualityGateFailed", msg, ok=False)
 
-    # 5. Register exactly once, then alias.
-    if status.get("phase") != "Registering":
-        return await _progress(ctx, body, status, "Registering", "Registering",
-                               f"registering {spec.model_name} from run {run_id}", data_ready=True, requeue=0.0)
-    version = await _register(ctx, body, spec, run_id, run.tags, data_version, attempt)
-    if spec.alias:
-        current = await ctx.mlflow.get_alias(spec.model_name, spec.alias)
-        if current != version:
-            await ctx.mlflow.set_alias(spec.model_name, spec.alias, version)
+    # 5. Register exactly once, then alias. (Crash-safe without a status write first: the
+    # version is found again by run id.) Phase Registering shows only while MLflow blocks it.
+    try:
+        version = await _register(ctx, body, spec, run_id, run.tags, data_version, attempt)
+        if spec.alias:
+            current = await ctx.mlflow.get_alias(spec.model_name, spec.alias)
+            if current != version:
+                await ctx.mlflow.set_alias(spec.model_name, spec.alias, version)
+    except MlflowUnavailable as exc:
+        status["conditions"] = set_condition(status.get("conditions"), "MlflowReachable", "False",
+                                             "MlflowUnavailable", str(exc)[:500], gen)
+        status.update(phase="Registering", message=f"registering {spec.model_name} from run {run_id}")
+        await _write(ctx, body, status)
+        raise MlflowWaitError(str(exc)) from exc
     _observe_duration(outcome, "succeeded")
     status.update(modelVersion=version, modelUri=f"models:/{spec.model_name}/{version}")
     alias_note = f", alias {spec.alias}" if spec.alias else ""
