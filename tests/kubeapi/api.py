@@ -383,8 +383,8 @@ class Api:
         return self._for_version(rt, obj)
 
     def list(self, rt: ResourceType, flt: Filter) -> tuple[list[dict[str, Any]], int]:
-        items, rv = self.store.list(self.key(rt), flt.namespace)
-        return [self._for_version(rt, o) for o in items if flt.match(o)], rv
+        items, rv = self.store.list(self.key(rt), flt.namespace, flt.match)
+        return [self._for_version(rt, o) for o in items], rv
 
     # -- create ---------------------------------------------------------------------------
     def create(

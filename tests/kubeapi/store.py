@@ -11,6 +11,7 @@ import asyncio
 import collections
 import copy
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,13 +79,18 @@ class Store:
             obj = self._objects[key].get((namespace or "", name))
             return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, key: Key, namespace: str | None = None) -> tuple[list[dict[str, Any]], int]:
-        """Objects of a type (in ``namespace`` or everywhere when None), sorted, and the current rv."""
+    def list(
+        self, key: Key, namespace: str | None = None, match: Callable[[dict[str, Any]], bool] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Objects of a type (in ``namespace`` or everywhere when None), sorted, and the current rv.
+
+        ``match`` filters before copying: a selector list must not deep-copy the whole namespace.
+        """
         with self.lock:
             items = [
                 copy.deepcopy(o)
                 for (ns, _), o in sorted(self._objects[key].items())
-                if namespace is None or ns == namespace
+                if (namespace is None or ns == namespace) and (match is None or match(o))
             ]
             return items, self._rv
 
