@@ -19,7 +19,7 @@ import kopf
 from . import __version__, metrics
 from .config import OperatorConfig
 from .controllers import dataset, modeldeployment, trainingrun
-from .controllers.base import Cache, Context, EventRecorder, Runtime, WorkQueue
+from .controllers.base import Cache, Context, EventRecorder, Runtime, WorkQueue, slim
 from .kube import KubeClient
 from .labels import MANAGED_BY
 from .mlflow_client import MlflowClient
@@ -124,7 +124,7 @@ def _on_child(runtime: Runtime, kind: str, event: kopf.RawEvent, body: dict[str,
     if event.get("type") == "DELETED":
         runtime.ctx.cache.drop(key)
     else:
-        runtime.ctx.cache.put(key, body)
+        runtime.ctx.cache.put(key, slim(body, keep_spec=False))
     runtime.enqueue_owner(body)
 
 

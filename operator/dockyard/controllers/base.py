@@ -116,6 +116,19 @@ class WorkQueue:
         return len(self._queued) + len(self._delayed_due)
 
 
+def slim(body: dict[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
+    """What the cache keeps of an object: no managedFields (SSA bookkeeping, often the bulk of
+    a body) and, for children (keep_spec=False), only metadata and status, which is all the
+    controllers read of a Job or Deployment."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    if keep_spec:
+        return {**body, "metadata": meta}
+    out = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": meta}
+    if "status" in body:
+        out["status"] = body["status"]
+    return out
+
+
 @dataclass
 class Cache:
     """Latest known body of every watched object, by (kind, namespace, name)."""
@@ -236,7 +249,7 @@ async def write_status(ctx: Context, body: dict[str, Any], new_status: dict[str,
         body["apiVersion"], body["kind"], meta["namespace"], meta["name"], {"status": patch},
         subresource="status",
     )
-    ctx.cache.put((body["kind"], meta["namespace"], meta["name"]), updated)
+    ctx.cache.put((body["kind"], meta["namespace"], meta["name"]), slim(updated))
     return updated
 
 
@@ -306,7 +319,7 @@ class Runtime:
         # Never step back: a watch event older than what a status write already returned.
         if cached is not None and _rv(cached) > _rv(body) and cached["metadata"].get("uid") == meta.get("uid"):
             return
-        self.ctx.cache.put(key, body)
+        self.ctx.cache.put(key, slim(body))
         if kind in self._reconcilers:
             self.ctx.queue.add(key)
 

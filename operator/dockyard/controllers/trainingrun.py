@@ -25,7 +25,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowUnavailable
-from .base import Context, MlflowWaitError, Result, create_once, generation, write_status
+from .base import Context, MlflowWaitError, Result, create_once, generation, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, parse_spec
 
 KIND = "TrainingRun"
@@ -107,7 +107,7 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
         job = await create_once(ctx, build_training_job(
             body, spec, dataset_spec, attempt=attempt, run_id=status["mlflowRunId"],
             experiment_id=str(status.get("experimentId") or ""), dataset_version=data_version, cfg=ctx.cfg))
-        ctx.cache.put(("Job", ns, job_name), job)
+        ctx.cache.put(("Job", ns, job_name), slim(job, keep_spec=False))
     if status.get("jobName") != job_name:
         status["jobName"] = job_name
         status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", "Training",
