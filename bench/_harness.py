@@ -61,11 +61,27 @@ def loadavg() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def code_version() -> str:
+    """HEAD plus a digest of uncommitted changes under operator/ (what the operator process will import)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "?"
+    diff = git("diff", "HEAD", "--", "operator")
+    return f"{head}+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:10]}" if diff else head
+
+
 def print_header(script: str, params: dict[str, Any]) -> None:
     print(f"== {script}  {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print("parameters: " + " ".join(f"{k}={v}" for k, v in params.items()))
     print(f"machine: os.cpu_count()={os.cpu_count()} loadavg(1/5/15m)={loadavg()} "
           f"python={platform.python_version()} {platform.machine()}")
+    print(f"operator code: {code_version()}")
     sys.stdout.flush()
 
 
@@ -571,6 +587,14 @@ class Batch:
     mlflow_done: dict[str, int]
     peak_rss_mb: float
     complete: bool
+    api_probe: list[float]  # latency of a GET of one small object, sampled every 50 ms meanwhile
+    mlflow_latency: list[float]  # every MLflow call's latency, as the proxy saw it
+    reconciles: tuple[float, float]  # TrainingRun reconciles (count, seconds) in the operator
+
+    @property
+    def bench_own(self) -> Counter[tuple[str, str]]:
+        """Requests this benchmark made itself (creates and the probe), to subtract from the counters."""
+        return Counter({("create", "trainingruns"): self.n, ("get", "configmaps"): len(self.api_probe) + 1})
 
     @property
     def t_done_s(self) -> float:
@@ -600,6 +624,10 @@ async def run_trainingruns(stack: Stack, sess: aiohttp.ClientSession, bodies: li
     obs = Observer(stack.url, stack.namespace)
     await obs.start(sess, ["trainingruns", "jobs"])
     names = {b["metadata"]["name"] for b in bodies}
+    rec0 = reconcile_stats(stack)
+    probe: list[float] = []
+    probe_task = asyncio.create_task(api_probe(sess, f"{collection(stack.url, stack.namespace, 'configmaps')}/iris-data",
+                                               probe))
     counts0 = stack.counts()
     ml0 = stack.mlflow.proxy.snapshot()
     cpu0 = stack.cpu()
@@ -617,7 +645,81 @@ async def run_trainingruns(stack: Stack, sess: aiohttp.ClientSession, bodies: li
     t_done = max((done[n] for n in names if n in done), default=math.nan)
     cpu_done, counts_done, ml_done = stack.cpu(), stack.delta(counts0), stack.mlflow.proxy.calls_since(ml0)
     created = await created_task
+    probe_task.cancel()
     await obs.stop()
     _, hwm = proc_mem_mb(stack.operator_pid)
+    rec1 = reconcile_stats(stack)
     return Batch(len(bodies), t0, created, obs, t_jobs, t_done, cpu0, cpu_jobs, cpu_done, counts_jobs,
-                 counts_done, ml_jobs, ml_done, hwm, ok_done)
+                 counts_done, ml_jobs, ml_done, hwm, ok_done, probe, stack.mlflow.proxy.latency_since(t0),
+                 (rec1[0] - rec0[0], rec1[1] - rec0[1]))
+
+
+async def api_probe(sess: aiohttp.ClientSession, url: str, out: list[float], every: float = 0.05) -> None:
+    while True:
+        t = time.monotonic()
+        with contextlib.suppress(aiohttp.ClientError):
+            async with sess.get(url) as resp:
+                await resp.read()
+        out.append(time.monotonic() - t)
+        await asyncio.sleep(every)
+
+
+def reconcile_stats(stack: Stack, kind: str = "TrainingRun") -> tuple[float, float]:
+    """(count, sum seconds) of the operator's reconcile-duration histogram for one kind."""
+    count = total = 0.0
+    try:
+        text = stack.operator.metrics() if stack.operator else ""
+    except Exception:
+        return math.nan, math.nan
+    for line in text.splitlines():
+        if line.startswith("dockyard_reconcile_duration_seconds_count") and f'kind="{kind}"' in line:
+            count = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("dockyard_reconcile_duration_seconds_sum") and f'kind="{kind}"' in line:
+            total = float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
+# -- the emulator's own ceiling ---------------------------------------------------------------
+
+_CEILING_CLIENT = r"""
+import asyncio, json, sys, time
+import aiohttp
+
+async def main(url, seconds, conc, method):
+    n = 0
+    stop = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def worker():
+            nonlocal n
+            while time.monotonic() < stop:
+                body = json.dumps({"status": {"message": f"ceiling {n}"}}) if method == "PATCH" else None
+                async with s.request(method, url, data=body,
+                                     headers={"Content-Type": "application/merge-patch+json"}) as r:
+                    await r.read()
+                    assert r.status < 400, (r.status, await r.text())
+                n += 1
+        await asyncio.gather(*(worker() for _ in range(conc)))
+    print(n / seconds)
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+"""
+
+
+def emulator_ceiling(stack: Stack, tr_name: str, job_name: str, seconds: float = 4.0) -> str:
+    """Requests/s the emulator serves to a client in another process (so the client costs this
+    process nothing), for three request shapes the operator makes, with the objects already loaded."""
+    import subprocess
+
+    def rate(url: str, conc: int, method: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _CEILING_CLIENT, url, str(seconds), str(conc), method],
+                             capture_output=True, text=True, timeout=seconds + 60)
+        return float(out.stdout.strip() or "nan")
+
+    tr = f"{collection(stack.url, stack.namespace, 'trainingruns')}/{tr_name}"
+    pods = f"{collection(stack.url, stack.namespace, 'pods')}?labelSelector=job-name%3D{job_name}"
+    get_rate = rate(tr, 16, "GET")
+    patch_rate = rate(tr + "/status", 16, "PATCH")
+    list_rate = rate(pods, 4, "GET")
+    return (f"emulator ceiling (client in a separate process, objects loaded): GET one TrainingRun {get_rate:.0f} req/s; "
+            f"PATCH its status {patch_rate:.0f} req/s; list Pods by job-name label {list_rate:.1f} req/s "
+            f"({1000 / list_rate:.0f} ms each: the emulator deep-copies every Pod of the namespace, then filters)")

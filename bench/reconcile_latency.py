@@ -94,7 +94,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
     print(dist_line("create acked -> Running", [running[n] - acked[n] for n in acked if n in running]))
     print(dist_line("create request itself", [acked[n] - sent[n] for n in sent]))
     print(f"all {b.n} Jobs exist after {b.t_all_jobs - b.t0:.2f}s; all Succeeded after {b.t_done_s:.2f}s")
-    op, ex, _ = split_requests(b.counts_done, {("create", "trainingruns"): b.n})
+    op, ex, _ = split_requests(b.counts_done, b.bench_own)
     print(f"operator API requests per TrainingRun (create -> Succeeded): {sum(op.values()) / b.n:.1f} "
           f"[{fmt_counts(op)}]")
     print(f"executor API requests (kubelet/Job controller stand-in): {fmt_counts(ex)}")
@@ -102,6 +102,11 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
     print(f"MLflow calls per TrainingRun: {ml / b.n:.1f} [{fmt_counts(b.mlflow_done)}]")
     ml_jobs = sum(b.mlflow_jobs.values())
     print(f"  of which before the last Job existed: {ml_jobs} [{fmt_counts(b.mlflow_jobs)}]")
+    print(dist_line("API probe GET (emulator)", b.api_probe))
+    print(dist_line("MLflow call (via proxy)", b.mlflow_latency))
+    n_rec, s_rec = b.reconciles
+    print(f"operator TrainingRun reconciles: {n_rec:.0f} ({n_rec / b.n:.1f} per TR), "
+          f"mean {1000 * s_rec / max(n_rec, 1):.1f} ms wall each (awaits included)")
     requests = sum(v for v in b.counts_done.values())
     for line in cpu_report(b.cpu_start, b.cpu_done, requests, ml):
         print(line)
