@@ -183,6 +183,13 @@ class TimingProxy(MlflowProxy):
     def latency_since(self, t0: float) -> list[float]:
         return [d for end, _, d in list(self.durations) if end >= t0]
 
+    def p50_by_endpoint(self, t0: float) -> str:
+        by: dict[str, list[float]] = {}
+        for end, endpoint, d in list(self.durations):
+            if end >= t0:
+                by.setdefault(endpoint, []).append(d)
+        return ", ".join(f"{k} {1000 * percentile(v, 50):.0f}" for k, v in sorted(by.items()))
+
 
 @dataclass
 class Mlflow:

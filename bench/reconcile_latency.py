@@ -104,6 +104,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
     print(f"  of which before the last Job existed: {ml_jobs} [{fmt_counts(b.mlflow_jobs)}]")
     print(dist_line("API probe GET (emulator)", b.api_probe))
     print(dist_line("MLflow call (via proxy)", b.mlflow_latency))
+    print(f"  MLflow p50 by endpoint (ms): {stack.mlflow.proxy.p50_by_endpoint(b.t0)}")
     n_rec, s_rec = b.reconciles
     print(f"operator TrainingRun reconciles: {n_rec:.0f} ({n_rec / b.n:.1f} per TR), "
           f"mean {1000 * s_rec / max(n_rec, 1):.1f} ms wall each (awaits included)")

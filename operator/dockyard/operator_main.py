@@ -71,7 +71,7 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
         return runtime
 
     @kopf.on.event(GROUP_VERSION, "datasets", registry=registry)
-    def on_dataset(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def on_dataset(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         runtime = _runtime()
         raw = dict(body)
         runtime.observe(dataset.KIND, event.get("type"), raw)
@@ -82,21 +82,21 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
                 runtime.ctx.queue.add((trainingrun.KIND, ns, tr["metadata"]["name"]))
 
     @kopf.on.event(GROUP_VERSION, "trainingruns", registry=registry)
-    def on_trainingrun(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def on_trainingrun(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _runtime().observe(trainingrun.KIND, event.get("type"), dict(body))
 
     @kopf.on.event(GROUP_VERSION, "modeldeployments", registry=registry)
-    def on_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def on_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _runtime().observe(modeldeployment.KIND, event.get("type"), dict(body))
         if event.get("type") == "DELETED":
             modeldeployment.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
     @kopf.on.event("batch/v1", "jobs", labels=CHILD_LABELS, registry=registry)
-    def on_job(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def on_job(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _on_child(_runtime(), "Job", event, dict(body))
 
     @kopf.on.event("apps/v1", "deployments", labels=CHILD_LABELS, registry=registry)
-    def on_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def on_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _on_child(_runtime(), "Deployment", event, dict(body))
 
     @kopf.on.probe(id="api", registry=registry)

@@ -279,6 +279,9 @@ def test_steady_state_makes_no_writes_and_no_mlflow_calls(
         md(model, [{"name": "a", "version": "1", "weight": 1}, {"name": "b", "version": "2", "weight": 1}])
     )
     ready(kube)
+    # Events are posted in the background: the window opens once the Ready one has landed.
+    kube.wait_for(lambda: any(e.get("reason") == "Ready" for e in kube.list("Event")), timeout=30,
+                  message="the Ready Event")
     api_before, mlflow_before = kube.emulator.counters.snapshot(), mlflow_proxy.snapshot()
     time.sleep(3.0)  # observation window: proving that nothing happens has nothing to poll for
     assert {k: v for k, v in kube.emulator.counters.writes(api_before).items() if v} == {}

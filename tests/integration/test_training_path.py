@@ -274,6 +274,9 @@ def test_steady_state_writes_nothing(
     kube.require_emulator("counts requests with the emulator's counters")
     iris_setup(kube, model=model_name(kube))
     wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    # Events are posted in the background: the window opens once the last one has landed.
+    kube.wait_for(lambda: any(e.get("reason") == "Succeeded" for e in kube.list("Event")), timeout=30,
+                  message="the Succeeded Event")
     assert kube.emulator is not None
     counters = kube.emulator.counters
 

@@ -385,6 +385,8 @@ class Runtime:
             metrics.PHASES.observe(kind, f"{key[1]}/{key[2]}", (latest.get("status") or {}).get("phase"))
         if result.requeue_after is not None:
             self.ctx.queue.add_after(key, result.requeue_after)
+        else:
+            self.ctx.queue.forget(key)  # a timer left from an earlier pass would be a no-op reconcile
 
 
     async def _watch_mlflow(self) -> None:

@@ -181,7 +181,10 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
     existing = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
     if existing is not None:
         return existing.version
-    await ctx.mlflow.ensure_registered_model(spec.model_name)
+    known: set[str] = ctx.memo.setdefault("registered_models", set())
+    if spec.model_name not in known:  # one call per model per operator process, not per run
+        await ctx.mlflow.ensure_registered_model(spec.model_name)
+        known.add(spec.model_name)
     source = run_tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/model"
     model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
     meta = body["metadata"]
@@ -199,6 +202,7 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
         # A lost response to an earlier create may have registered it after all.
         again = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
         if again is None:
+            known.discard(spec.model_name)  # e.g. the model was deleted: create it again next time
             raise
         return again.version
     metrics.MODEL_VERSIONS_REGISTERED.labels(model=spec.model_name).inc()
