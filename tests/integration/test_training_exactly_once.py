@@ -15,6 +15,7 @@ import pytest
 from tests.integration.test_training_path import (
     TERMINAL,
     cond,
+    example,
     iris_setup,
     jobs,
     model_name,
@@ -42,6 +43,18 @@ def runs_for(mlflow: MlflowServer, uid: str) -> list[Any]:
     )
 
 
+def data_then_run(kube: KubeEnv, model: str, arm: Any) -> None:
+    """Dataset first; once it is Ready, arm the faults; only then create the TrainingRun, so the
+    run cannot get past the step boundary before the fault is in place."""
+    kube.apply(example("iris-data", "ConfigMap"))
+    kube.apply(example("iris", "Dataset"))
+    wait_phase(kube, "Dataset", "iris", ("Ready",), timeout=120)
+    arm()
+    tr = example("iris-rf")
+    tr["spec"]["modelName"] = model
+    kube.apply(tr)
+
+
 def assert_exactly_once(kube: KubeEnv, mlflow: MlflowServer, model: str) -> dict[str, Any]:
     tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL, timeout=240)
     assert phase(tr) == "Succeeded", tr["status"]
@@ -59,12 +72,9 @@ def test_crash_after_run_opened_before_job(
     kube.require_emulator("fault injection")
     assert kube.emulator is not None
     model = model_name(kube)
-    kube.emulator.faults.fail_next("POST", r"/namespaces/[^/]+/jobs$", 500, count=MANY)
-    iris_setup(kube, model=model)
-    # Profiling Jobs fail too, so let the Dataset through first.
-    kube.emulator.faults.clear()
-    wait_phase(kube, "Dataset", "iris", ("Ready",), timeout=120)
-    kube.emulator.faults.fail_next("POST", r"/namespaces/[^/]+/jobs$", 500, count=MANY)
+    faults = kube.emulator.faults
+    # Dataset first (its profiling Job must get through); then fail Job creation; then the run.
+    data_then_run(kube, model, lambda: faults.fail_next("POST", r"/namespaces/[^/]+/jobs$", 500, count=MANY))
     kube.wait_for_object(
         "TrainingRun", "iris-rf", lambda o: (o.get("status") or {}).get("mlflowRunId"), timeout=60
     )
@@ -82,10 +92,8 @@ def test_crash_after_job_created_before_status(
     assert kube.emulator is not None
     faults = kube.emulator.faults
     model = model_name(kube)
-    iris_setup(kube, model=model)
-    wait_phase(kube, "Dataset", "iris", ("Ready",), timeout=120)
     # Slow Job creation down so there is time to block status writes once the run is recorded.
-    faults.add_latency(1.5, method="POST", path_regex=r"/jobs$")
+    data_then_run(kube, model, lambda: faults.add_latency(1.5, method="POST", path_regex=r"/jobs$"))
     kube.wait_for_object(
         "TrainingRun", "iris-rf", lambda o: (o.get("status") or {}).get("mlflowRunId"), timeout=60
     )
