@@ -44,18 +44,24 @@ def parse_spec[M: BaseModel](model: type[M], body: dict[str, Any]) -> tuple[M | 
         return None, format_validation_error(exc)
 
 
-def invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
-    """Status for a spec the operator refuses: Ready=False, Stalled, no children made."""
+def phase_status(body: dict[str, Any], *, phase: str, ready: bool | None, reason: str, message: str,
+                 stalled: bool = False) -> dict[str, Any]:
+    """The object's status with phase, observedGeneration, message and the kstatus conditions set."""
     status = dict(body.get("status") or {})
     gen = generation(body)
     status.update(
-        phase="Invalid",
+        phase=phase,
         observedGeneration=gen,
         message=message,
-        conditions=summarize(status.get("conditions"), ready=False, reason=reason, message=message,
-                             generation=gen, stalled=True),
+        conditions=summarize(status.get("conditions"), ready=ready, reason=reason, message=message,
+                             generation=gen, stalled=stalled),
     )
     return status
+
+
+def invalid_status(body: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """Status for a spec the operator refuses: Ready=False, Stalled, no children made."""
+    return phase_status(body, phase="Invalid", ready=False, reason=reason, message=message, stalled=True)
 
 
 async def announce_transition(ctx: Context, body: dict[str, Any], old: dict[str, Any] | None,

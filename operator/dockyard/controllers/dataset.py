@@ -15,9 +15,9 @@ from typing import Any
 from ..api.common import parse_duration
 from ..api.dataset import DatasetSpec
 from ..builders.training import build_profile_job, profile_job_name
-from ..conditions import now_rfc3339, summarize
+from ..conditions import now_rfc3339
 from .base import Context, Result, create_once, generation, write_status
-from .common import announce_transition, invalid_status, job_outcome, parse_spec
+from .common import announce_transition, invalid_status, job_outcome, parse_spec, phase_status
 
 KIND = "Dataset"
 TERMINAL = ("Ready", "Invalid", "Failed")
@@ -52,14 +52,14 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         missing = await _missing_reference(ctx, ns, spec)
         if missing:
             reason, message = missing
-            await _finish(ctx, body, _status(body, phase="Pending", ready=False, reason=reason, message=message))
+            await _finish(ctx, body, phase_status(body, phase="Pending", ready=False, reason=reason, message=message))
             return Result(requeue_after=30.0)
         job = await create_once(ctx, build_profile_job(body, spec, job_name=job_name, cfg=ctx.cfg))
     outcome = await job_outcome(ctx, job)
     if not outcome.finished:
         if recorded:  # a scheduled re-check: the current version stays Ready meanwhile
             return Result(requeue_after=30.0)
-        status = _status(body, phase="Validating", ready=None, reason="Profiling",
+        status = phase_status(body, phase="Validating", ready=None, reason="Profiling",
                          message=f"profiling Job {job_name} is running")
         status["jobName"] = job_name
         status["refreshCount"] = refresh
@@ -80,16 +80,16 @@ def _record_result(body: dict[str, Any], old: dict[str, Any], job_name: str, ref
     if result is None:
         reason = outcome.reason or "ProfilingFailed"
         message = outcome.message or "the profiling Job ended without a result"
-        status = _status(body, phase="Failed", ready=False, reason="ProfilingFailed",
+        status = phase_status(body, phase="Failed", ready=False, reason="ProfilingFailed",
                          message=f"{reason}: {message}", stalled=True)
     elif not result.get("ok"):
         errors = result.get("errors") or []
         reason = str(result.get("reason") or "ValidationFailed")
         message = "; ".join(str(e) for e in errors[:5]) or reason
-        status = _status(body, phase="Invalid", ready=False, reason=reason, message=message, stalled=True)
+        status = phase_status(body, phase="Invalid", ready=False, reason=reason, message=message, stalled=True)
     else:
         version = str(result.get("version"))
-        status = _status(body, phase="Ready", ready=True, reason="Validated",
+        status = phase_status(body, phase="Ready", ready=True, reason="Validated",
                          message=f"{result.get('rows')} rows, version {version[:19]}…")
         status.update(version=version, rows=result.get("rows"), columns=result.get("columns"),
                       profile=result.get("profile"))
@@ -98,20 +98,6 @@ def _record_result(body: dict[str, Any], old: dict[str, Any], job_name: str, ref
             versions.append({"version": version, "rows": result.get("rows"), "observedAt": now})
         status["versions"] = versions[-10:]
     status.update(jobName=job_name, refreshCount=refresh, lastChecked=now)
-    return status
-
-
-def _status(body: dict[str, Any], *, phase: str, ready: bool | None, reason: str, message: str,
-            stalled: bool = False) -> dict[str, Any]:
-    status = dict(body.get("status") or {})
-    gen = generation(body)
-    status.update(
-        phase=phase,
-        observedGeneration=gen,
-        message=message,
-        conditions=summarize(status.get("conditions"), ready=ready, reason=reason, message=message,
-                             generation=gen, stalled=stalled),
-    )
     return status
 
 

@@ -26,7 +26,7 @@ from ..labels import KIND_LABEL, OWNER_LABEL
 from ..mlflow_client import MlflowUnavailable
 from ..routers.common import router_name, variant_service_name
 from .base import Context, Key, Result, ensure_child, generation, write_status
-from .common import announce_transition, invalid_status, parse_spec
+from .common import announce_transition, invalid_status, parse_spec, phase_status
 
 KIND = "ModelDeployment"
 PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
@@ -296,12 +296,7 @@ def _endpoint(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec) -> 
 
 def _status(body: dict[str, Any], spec: ModelDeploymentSpec, phase: str, ready: bool | None, reason: str,
             message: str, *, stalled: bool = False) -> dict[str, Any]:
-    status = dict(body.get("status") or {})
-    gen = generation(body)
-    status.update(phase=phase, observedGeneration=gen, message=message)
-    status["conditions"] = summarize(status.get("conditions"), ready=ready, reason=reason, message=message,
-                                     generation=gen, stalled=stalled)
-    return status
+    return phase_status(body, phase=phase, ready=ready, reason=reason, message=message, stalled=stalled)
 
 
 async def _announce_version_changes(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec,
