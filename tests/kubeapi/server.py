@@ -36,7 +36,7 @@ from aiohttp import web
 
 from .api import Api, ApiError, Filter, WriteOptions, bad_request, parse_field_selector, parse_label_selector
 from .cel import CELUnsupported
-from .faults import Counters, Faults
+from tests.localcluster.faults import Counters, Faults
 from .resources import GROUP_ORDER, Registry, ResourceType
 from .store import Event, Gone, Store
 from .table import to_table

@@ -1,23 +1,31 @@
-"""Kubernetes for the tests: the API emulator (default) or a real cluster, plus the local executor.
+"""Kubernetes for the tests: the real control plane (default), any cluster, or the API emulator.
+
+Which cluster (``--cluster`` or ``DOCKYARD_TEST_CLUSTER``):
+
+* ``controlplane`` (default): the real kube-apiserver, controller-manager, scheduler, etcd,
+  kube-proxy and CoreDNS built from the Go module proxy, with the node agent running Pods as
+  local processes (``tests/localcluster``). A cluster already started with
+  ``hack/controlplane.sh up`` is reused; otherwise one is started for the session and
+  stopped at its end. Needs root (Pod network namespaces).
+* ``kubeconfig``: the cluster of ``DOCKYARD_TEST_KUBECONFIG`` (kind, for instance); setting
+  that variable alone selects this.
+* ``emulator``: the in-repo API emulator with the local executor (``tests/kubeapi``).
 
 Fixtures:
-  kube_cluster  session-scoped :class:`KubeCluster`: the emulator started once per session (CRDs
-                from ``crds/`` preloaded), or, when ``DOCKYARD_TEST_KUBECONFIG`` is set, that
-                real cluster (the CRDs from ``crds/`` are applied with server-side apply and
-                waited for ``Established``).
+  kube_cluster  session-scoped :class:`KubeCluster`; the CRDs from ``crds/`` are applied with
+                server-side apply and waited for ``Established`` (preloaded on the emulator).
   kube          function-scoped :class:`KubeEnv`: the cluster plus a fresh namespace for this
-                test (deleted afterwards) and small helpers. No executor runs unless asked for:
-                ``kube.start_executor(mode="run"|"instant", **LocalExecutor kwargs)``.
+                test (deleted afterwards; labelled Pod Security ``restricted`` on a real
+                cluster) and small helpers.
   ns            the test's namespace name (``kube.namespace``).
-  executor      a running :class:`LocalExecutor` in mode "run" watching the test namespace;
-                None on a real cluster, whose kubelets and controllers do that job.
+  executor      a running :class:`LocalExecutor` in mode "run" on the emulator; None on a real
+                cluster, whose kubelets (the node agent) and controllers do that job.
   instant_executor  the same in mode "instant" (skips on a real cluster).
 
-``kube.emulator`` is the running ``tests.kubeapi.server.EmulatorThread`` (thread-safe ``.faults``,
-``.counters``, ``.store``, ``.install_crd``, ``.url``), or None on a real cluster.
-
-Tests must not care which cluster they got, apart from executor-only powers: those call
-``kube.require_emulator()`` (or use the executor fixtures), which skips on a real cluster.
+``kube.emulator`` is the running ``tests.kubeapi.server.EmulatorThread`` or None.
+``kube_cluster.operator_kubeconfig()`` is the credential operators under test run with: on a
+real cluster, a token of the chart's ServiceAccount bound by the chart's own RBAC (so RBAC is
+tested for real); on the emulator, the admin kubeconfig.
 """
 
 from __future__ import annotations
@@ -41,6 +49,13 @@ from kubernetes.client.exceptions import ApiException
 from tests.kubeapi.executor import LocalExecutor
 
 ENV_KUBECONFIG = "DOCKYARD_TEST_KUBECONFIG"
+ENV_CLUSTER = "DOCKYARD_TEST_CLUSTER"
+CLUSTER_KINDS = ("controlplane", "kubeconfig", "emulator")
+OPERATOR_NAMESPACE = "dockyard"
+OPERATOR_SERVICE_ACCOUNT = "dockyard-operator"
+POD_SECURITY_LABELS = {
+    f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
+}
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 FIELD_MANAGER = "dockyard-tests"
@@ -99,20 +114,95 @@ def condition(obj: Obj | None, ctype: str) -> Obj | None:
 
 
 class KubeCluster:
-    """One API server for the session: the emulator or a real cluster."""
+    """One API server for the session: the real control plane, another cluster, or the emulator."""
 
-    def __init__(self, kubeconfig: Path, emulator: Any = None, emulator_runner: Any = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        emulator: Any = None,
+        emulator_runner: Any = None,
+        *,
+        kind: str | None = None,
+        local: Any = None,
+        on_close: Callable[[], None] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         self.kubeconfig = Path(kubeconfig)
         self.emulator = emulator
         self._runner = emulator_runner
         self.is_emulator = emulator is not None
+        self.kind = kind or ("emulator" if self.is_emulator else "kubeconfig")
+        # tests.localcluster.controlplane.ClusterState of the local control plane, else None.
+        self.local = local
+        self._on_close = on_close
+        self.workdir = workdir or Path(self.kubeconfig).parent
         self.api: k8s_client.ApiClient = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
         self._resources: dict[tuple[str | None, str], tuple[str, str, bool]] = {}
+        self._operator_kubeconfig: Path | None = None
 
     def close(self) -> None:
         self.api.close()
         if self._runner is not None:
             self._runner.stop()
+        if self._on_close is not None:
+            self._on_close()
+
+    @property
+    def node_ip(self) -> str | None:
+        """Where Pods reach host processes (MLflow in tests): the local node's address."""
+        return self.local.node_ip if self.local is not None else None
+
+    def operator_kubeconfig(self) -> Path:
+        """The credential an operator under test uses. On a real cluster: the chart's
+        ServiceAccount (namespace ``dockyard``) with the chart's RBAC (every router enabled,
+        since the tests exercise them all), through a token from the TokenRequest API."""
+        if self.is_emulator:
+            return self.kubeconfig
+        if self._operator_kubeconfig is None:
+            self._operator_kubeconfig = self._make_operator_identity()
+        return self._operator_kubeconfig
+
+    def _make_operator_identity(self) -> Path:
+        from tests.chart import chartlib
+
+        objects = chartlib.render(
+            {"routers": {"gateway": True, "istio": True, "seldon": True}}, namespace=OPERATOR_NAMESPACE
+        )
+        rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                                     "Role", "RoleBinding")]
+        sa = next(o for o in rbac if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == OPERATOR_SERVICE_ACCOUNT)
+        try:
+            self.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                        "metadata": {"name": OPERATOR_NAMESPACE}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        for obj in rbac:
+            ns = obj["metadata"].get("namespace") or (OPERATOR_NAMESPACE if obj["kind"] in
+                                                      ("ServiceAccount", "Role", "RoleBinding") else None)
+            self.request(
+                "PATCH", self.path(obj["kind"], ns, obj["metadata"]["name"], obj["apiVersion"]), obj,
+                {"fieldManager": FIELD_MANAGER, "force": "true"}, "application/apply-patch+yaml",
+            )
+        token = self.request(
+            "POST",
+            f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{sa['metadata']['name']}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": 24 * 3600}},
+        )["status"]["token"]
+        cfg = yaml.safe_load(self.kubeconfig.read_text())
+        ctx = next(c for c in cfg["contexts"] if c["name"] == cfg["current-context"])["context"]
+        cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        out = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+            "clusters": [cluster],
+            "users": [{"name": "dockyard-operator", "user": {"token": token}}],
+            "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "dockyard-operator"}}],
+        }
+        path = self.workdir / "operator.kubeconfig"
+        path.write_text(yaml.safe_dump(out))
+        path.chmod(0o600)
+        return path
 
     # ------------------------------------------------------------ raw REST
 
@@ -200,19 +290,19 @@ class KubeCluster:
             p += f"/{subresource}"
         return p
 
-    def apply_crds(self, timeout: float = 60.0) -> None:
+    def apply_crds(self, timeout: float = 60.0, extra: list[Obj] | None = None) -> None:
+        """Server-side apply the CRDs of ``crds/`` (plus ``extra``) and wait until Established."""
+        docs = [d for path in sorted(CRD_DIR.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
         names = []
-        for path in sorted(CRD_DIR.glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc:
-                    self.request(
-                        "PATCH",
-                        self.path("CustomResourceDefinition", name=doc["metadata"]["name"]),
-                        doc,
-                        {"fieldManager": FIELD_MANAGER, "force": "true"},
-                        "application/apply-patch+yaml",
-                    )
-                    names.append(doc["metadata"]["name"])
+        for doc in docs + (extra or []):
+            self.request(
+                "PATCH",
+                self.path("CustomResourceDefinition", name=doc["metadata"]["name"]),
+                doc,
+                {"fieldManager": FIELD_MANAGER, "force": "true"},
+                "application/apply-patch+yaml",
+            )
+            names.append(doc["metadata"]["name"])
         deadline = time.monotonic() + timeout
         for name in names:
             while not has_condition(
@@ -242,8 +332,8 @@ class KubeEnv:
         """Skip the test on a real cluster (executor / emulator-only powers)."""
         if not self.is_emulator:
             pytest.skip(
-                "needs the API emulator / local executor, not a real cluster "
-                f"({ENV_KUBECONFIG} is set){': ' + why if why else ''}"
+                f"needs the API emulator / local executor, not a real cluster (--cluster={self.cluster.kind})"
+                f"{': ' + why if why else ''}"
             )
 
     def start_executor(self, mode: str = "run", **kwargs: Any) -> LocalExecutor:
@@ -455,17 +545,62 @@ def _start_emulator(tmp: Path) -> KubeCluster:
     emulator.start()
     kubeconfig = tmp / "kubeconfig"
     emulator.write_kubeconfig(kubeconfig)
-    return KubeCluster(kubeconfig, emulator=emulator, emulator_runner=emulator)
+    return KubeCluster(kubeconfig, emulator=emulator, emulator_runner=emulator, kind="emulator")
+
+
+def _start_controlplane(tmp: Path) -> KubeCluster:
+    from tests.localcluster import controlplane
+
+    state = controlplane.running_cluster()
+    on_close = None
+    if state is None:
+        cp = controlplane.ControlPlane()
+        controlplane.stop_recorded(cp.state_dir)  # leftovers of a crashed session
+        state = cp.start()
+        on_close = cp.stop
+    cluster = KubeCluster(Path(state.kubeconfig), kind="controlplane", local=state, on_close=on_close, workdir=tmp)
+    os.environ["PATH"] = f"{state.bin_dir}{os.pathsep}{os.environ['PATH']}"  # kubectl of the same release
+    return cluster
+
+
+def cluster_kind(config: pytest.Config) -> str:
+    kind = config.getoption("--cluster") or os.environ.get(ENV_CLUSTER)
+    if kind:
+        return str(kind)
+    return "kubeconfig" if os.environ.get(ENV_KUBECONFIG) else "controlplane"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=CLUSTER_KINDS,
+        default=None,
+        help=f"where integration tests run: the real control plane (default), the cluster of "
+             f"{ENV_KUBECONFIG}, or the API emulator; env {ENV_CLUSTER} does the same",
+    )
 
 
 @pytest.fixture(scope="session")
-def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    real = os.environ.get(ENV_KUBECONFIG)
-    if real:
-        cluster = KubeCluster(Path(real))
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
+    kind = cluster_kind(pytestconfig)
+    tmp = tmp_path_factory.mktemp("kube")
+    if kind == "kubeconfig":
+        real = os.environ.get(ENV_KUBECONFIG)
+        if not real:
+            raise pytest.UsageError(f"--cluster=kubeconfig needs {ENV_KUBECONFIG}")
+        cluster = KubeCluster(Path(real), kind="kubeconfig", workdir=tmp)
         cluster.apply_crds()
+    elif kind == "controlplane":
+        from tests.kubeapi.server import FOREIGN_CRDS
+        from tests.localcluster import build
+
+        cluster = _start_controlplane(tmp)
+        # The routers' target kinds: the real HTTPRoute and VirtualService CRDs from their
+        # projects' modules; SeldonDeployment's is not published there, so a permissive stand-in.
+        seldon = [c for c in FOREIGN_CRDS if c["spec"]["group"] == "machinelearning.seldon.io"]
+        cluster.apply_crds(extra=build.foreign_crds() + seldon)
     else:
-        cluster = _start_emulator(tmp_path_factory.mktemp("kubeapi"))
+        cluster = _start_emulator(tmp)
     try:
         yield cluster
     finally:
@@ -480,8 +615,11 @@ def _namespace_name(nodeid: str) -> str:
 @pytest.fixture
 def kube(kube_cluster: KubeCluster, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeEnv]:
     name = _namespace_name(request.node.nodeid)
+    labels = {} if kube_cluster.is_emulator else POD_SECURITY_LABELS
     kube_cluster.request(
-        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
     )
     env = KubeEnv(kube_cluster, name, tmp_path)
     try:

@@ -31,20 +31,20 @@ import requests
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 class MlflowServer:
     """One `mlflow server` process; restartable on the same port with the same data."""
 
-    def __init__(self, root: Path, port: int | None = None, *, workers: int = 1) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, workers: int = 1, host: str = "127.0.0.1") -> None:
         self.root = root
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.workers = workers
-        self.host = "127.0.0.1"
         self.db = root / "mlflow.db"
         self.artifacts = root / "artifacts"
         self.log_path = root / "server.log"
@@ -160,12 +160,26 @@ class MlflowServer:
             return ""
 
 
+def _host_for(config: pytest.Config) -> str:
+    """Loopback, or on the local control plane the node's address, which Pods (in their own
+    network namespaces) can reach and nothing outside this machine can."""
+    from tests.plugins.kube import cluster_kind
+
+    if cluster_kind(config) != "controlplane":
+        return "127.0.0.1"
+    from tests.localcluster import network
+
+    layout = network.NetworkLayout()
+    network.setup_node(layout)
+    return layout.node_ip
+
+
 @pytest.fixture(scope="session")
-def mlflow_server() -> Iterator[MlflowServer]:
+def mlflow_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
     """The shared MLflow server for the whole session."""
     external = os.environ.get("DOCKYARD_TEST_MLFLOW_URI")
     root = Path(tempfile.mkdtemp(prefix="dockyard-mlflow-"))
-    server = MlflowServer(root)
+    server = MlflowServer(root, host=_host_for(pytestconfig) if not external else "127.0.0.1")
     if external:
         server.external = True
         server.host, _, port = external.removeprefix("http://").rstrip("/").partition(":")

@@ -183,7 +183,7 @@ def operator_factory(
         kwargs.setdefault("namespaces", [kube.namespace])
         kwargs.setdefault("mlflow_uri_for_pods", mlflow_server.uri)
         proc = OperatorProcess(
-            kube.kubeconfig, mlflow_proxy.uri, tmp_path / f"operator-{len(made)}", **kwargs
+            kube.cluster.operator_kubeconfig(), mlflow_proxy.uri, tmp_path / f"operator-{len(made)}", **kwargs
         )
         made.append(proc)
         return proc

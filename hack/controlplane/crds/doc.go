@@ -1,0 +1,2 @@
+// Package crds only pins module versions; see go.mod.
+package crds
