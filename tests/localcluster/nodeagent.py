@@ -471,7 +471,7 @@ class PodWorker:
 
     async def _crash_backoff(self, st: ContainerState) -> bool:
         """Wait the crash-loop delay (10 s doubling to 5 min); True if the Pod is going away."""
-        delay = min(BACKOFF_START * 2 ** max(st.restart_count - 1, 0), BACKOFF_MAX)
+        delay = min(BACKOFF_START * 2**st.restart_count, BACKOFF_MAX)
         st.last_state = {"terminated": st.state.get("terminated", {})} if "terminated" in st.state else {}
         st.state = {"waiting": {"reason": "CrashLoopBackOff",
                                 "message": f"back-off {int(delay)}s restarting failed container={st.name} "
@@ -480,6 +480,7 @@ class PodWorker:
         self.mark_dirty()
         if await self._wait_terminating(delay):
             return True
+        st.restart_count += 1  # counted when the container is started again, as the kubelet does
         return False
 
     async def _wait_terminating(self, seconds: float) -> bool:
@@ -690,8 +691,6 @@ class PodWorker:
     def _terminated(self, st: ContainerState, res: ExitResult) -> None:
         st.state = {"terminated": res.terminated(f"dockyard://{st.name}-{st.restart_count}")}
         st.ready = False
-        if st.restart_count is not None:
-            pass
         self.mark_dirty()
 
     async def _kill_all(self, grace: float) -> None:

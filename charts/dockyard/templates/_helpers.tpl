@@ -153,6 +153,12 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets/status", "trainingruns/status", "modeldeployments/status"]
   verbs: ["get", "patch", "update"]
+# Children carry ownerReferences with blockOwnerDeletion; under the
+# OwnerReferencesPermissionEnforcement admission plugin that needs `update` on the owner's
+# finalizers subresource (the create is refused with 403 otherwise).
+- apiGroups: ["dockyard.dev"]
+  resources: ["datasets/finalizers", "trainingruns/finalizers", "modeldeployments/finalizers"]
+  verbs: ["update"]
 # Profiling and training Jobs.
 - apiGroups: ["batch"]
   resources: ["jobs"]

@@ -35,7 +35,8 @@ ROOT_VALIDATIONS = [
         "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {NAME_MAX_LENGTH}",
         "message": f"metadata.name must be a DNS-1035 label (start with a letter) of at most {NAME_MAX_LENGTH} "
         "characters: it names the Services",
-        "fieldPath": ".metadata.name",
+        # No fieldPath: kube-apiserver accepts only paths inside the schema, and metadata is
+        # not part of a CRD's schema ("must be a valid path").
     }
 ]
 

@@ -117,10 +117,14 @@ async def job_outcome(ctx: Context, job: dict[str, Any]) -> JobOutcome:
     """Read a Job's conditions and, once finished, its Pod's termination message."""
     status = job.get("status") or {}
     conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+    # Only the terminal conditions count. The Job controller first sets SuccessCriteriaMet /
+    # FailureTarget and adds Complete / Failed (with completionTime) once every Pod has
+    # terminated; reading the outcome before that misses completionTime and may miss the last
+    # Pod's termination message.
+    if "Complete" in conds:
         outcome = JobOutcome(finished=True, succeeded=True, reason="Completed")
-    elif "Failed" in conds or "FailureTarget" in conds:
-        cond = conds.get("Failed") or conds["FailureTarget"]
+    elif "Failed" in conds:
+        cond = conds["Failed"]
         outcome = JobOutcome(finished=True, succeeded=False, reason=cond.get("reason") or "JobFailed",
                              message=cond.get("message") or "")
     else:
