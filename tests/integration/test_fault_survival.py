@@ -34,7 +34,7 @@ from tests.integration.fault_support import (
     dataset_objects,
     deployment_variants,
     expected_versions,
-    instant_result,
+    INSTANT_RESULTS,
     model_deployment,
     register_serving_model,
     tracebacks,
@@ -108,12 +108,12 @@ def test_operator_survives_sigkill_at_random_points(
     operator_factory: OperatorFactory,
     mlflow_server: MlflowServer,
 ) -> None:
-    kube.require_emulator("fault injection and the instant executor")
+    kube.require_faults()
     n_mds = 5
     rng = random.Random(SEED)
     serving_model = f"fs-serve-{kube.namespace}"
     aliases = register_serving_model(mlflow_server, serving_model)
-    kube.start_executor(mode="instant", instant_result=instant_result)
+    kube.run_pods_instantly(INSTANT_RESULTS)
     load = Load(kube.namespace)
     plan = kill_plan(rng, kills)
     schedule = waves(rng, kills, n_trs, n_mds, f"fs-{kube.namespace}")
@@ -130,13 +130,12 @@ def test_operator_survives_sigkill_at_random_points(
                 kube.apply(model_deployment(item, serving_model, variants))
                 load.deployments[item] = expected_versions(variants, aliases)
 
-    assert kube.emulator is not None
     # A real API server answers writes in milliseconds, not microseconds: with that latency a
     # TrainingRun's life spans more of each operator life, so more kills land mid-flight.
-    kube.emulator.faults.add_latency(
+    kube.faults.add_latency(
         WRITE_LATENCY, method="PATCH", path_regex=rf"/namespaces/{kube.namespace}/"
     )
-    kube.emulator.faults.add_latency(
+    kube.faults.add_latency(
         WRITE_LATENCY, method="POST", path_regex=rf"/namespaces/{kube.namespace}/"
     )
     for doc in dataset_objects():
@@ -164,7 +163,7 @@ def test_operator_survives_sigkill_at_random_points(
             f" ModelDeployments {dict(sorted(mds.items()))}"
         )
 
-    kube.emulator.faults.clear()
+    kube.faults.clear()
     operator.start()
     print(f"\n{kills} SIGKILLs (seed {SEED}), {operator.starts} starts:")
     print("\n".join(interrupted))
@@ -216,13 +215,12 @@ def _fault_actions(ns: str) -> list[tuple[str, Any]]:
 def test_converges_under_random_api_faults(
     kube: KubeEnv, operator_factory: OperatorFactory, mlflow_server: MlflowServer
 ) -> None:
-    kube.require_emulator("fault injection and the instant executor")
-    assert kube.emulator is not None
-    faults = kube.emulator.faults
+    kube.require_faults()
+    faults = kube.faults
     rng = random.Random(SEED)
     serving_model = f"fs-serve-{kube.namespace}"
     aliases = register_serving_model(mlflow_server, serving_model)
-    kube.start_executor(mode="instant", instant_result=instant_result)
+    kube.run_pods_instantly(INSTANT_RESULTS)
     operator = operator_factory().start()
     load = Load(kube.namespace)
     actions = _fault_actions(kube.namespace)
@@ -295,10 +293,10 @@ def test_mlflow_outage_30s_during_registration(
     dead server (the proxy answers 502 for it). Afterwards: one version per run, and the
     outage was visible in status while it lasted (reported anew by attempts during it).
     """
-    kube.require_emulator("the instant executor")
+    kube.require_faults()
     outage = 30.0
     names = [f"tr-{i}" for i in range(3)]
-    kube.start_executor(mode="instant", instant_result=instant_result)
+    kube.run_pods_instantly(INSTANT_RESULTS)
     operator = operator_factory().start()
     load = Load(kube.namespace)
     mlflow_proxy.fail("POST", r"/model-versions/create$", 503, count=10_000)

@@ -120,7 +120,7 @@ def reconciles(operator: OperatorProcess) -> float:
 
 
 def status_patches(kube: KubeEnv) -> int:
-    return kube.emulator.counters.get("patch", "trainingruns/status") if kube.emulator is not None else 0
+    return kube.counters.get("patch", "trainingruns/status") if kube.counters is not None else 0
 
 
 def wait_quiet(
@@ -129,9 +129,9 @@ def wait_quiet(
     """Until the round is applied (``done(trainingruns)``), the operator's reconcile counter holds
     still across two polls and its work queue is empty.
 
-    On the emulator, the round's N status patches (one per object) are counted first, so the
-    1000-object list (expensive for both sides) is fetched about once instead of being polled."""
-    if kube.emulator is not None:
+    Where requests are counted, the round's N status patches (one per object) are awaited first,
+    so the 1000-object list (expensive for both sides) is fetched about once instead of polled."""
+    if kube.counters is not None:
         kube.wait_for(
             lambda: status_patches(kube) - patches_before >= N,
             timeout=180,

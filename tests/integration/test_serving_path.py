@@ -273,8 +273,7 @@ def test_mesh_routers_emit_weighted_routes(
 def test_steady_state_makes_no_writes_and_no_mlflow_calls(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_proxy: MlflowProxy, model: str
 ) -> None:
-    kube.require_emulator("counts requests with the emulator's counters")
-    assert kube.emulator is not None
+    kube.require_faults()
     kube.apply(
         md(model, [{"name": "a", "version": "1", "weight": 1}, {"name": "b", "version": "2", "weight": 1}])
     )
@@ -282,15 +281,15 @@ def test_steady_state_makes_no_writes_and_no_mlflow_calls(
     # Events are posted in the background: the window opens once the Ready one has landed.
     kube.wait_for(lambda: any(e.get("reason") == "Ready" for e in kube.list("Event")), timeout=30,
                   message="the Ready Event")
-    api_before, mlflow_before = kube.emulator.counters.snapshot(), mlflow_proxy.snapshot()
+    api_before, mlflow_before = kube.counters.snapshot(), mlflow_proxy.snapshot()
     time.sleep(3.0)  # observation window: proving that nothing happens has nothing to poll for
-    assert {k: v for k, v in kube.emulator.counters.writes(api_before).items() if v} == {}
+    assert {k: v for k, v in kube.counters.writes(api_before).items() if v} == {}
     assert mlflow_proxy.calls_since(mlflow_before) == {}
     operator.restart()
     ready(kube)
-    api_before, mlflow_before = kube.emulator.counters.snapshot(), mlflow_proxy.snapshot()
+    api_before, mlflow_before = kube.counters.snapshot(), mlflow_proxy.snapshot()
     time.sleep(3.0)
-    assert {k: v for k, v in kube.emulator.counters.writes(api_before).items() if v} == {}
+    assert {k: v for k, v in kube.counters.writes(api_before).items() if v} == {}
     assert mlflow_proxy.calls_since(mlflow_before) == {}
 
 

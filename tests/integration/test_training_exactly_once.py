@@ -69,17 +69,16 @@ def assert_exactly_once(kube: KubeEnv, mlflow: MlflowServer, model: str) -> dict
 def test_crash_after_run_opened_before_job(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
-    kube.require_emulator("fault injection")
-    assert kube.emulator is not None
+    kube.require_faults()
     model = model_name(kube)
-    faults = kube.emulator.faults
+    faults = kube.faults
     # Dataset first (its profiling Job must get through); then fail Job creation; then the run.
     data_then_run(kube, model, lambda: faults.fail_next("POST", r"/namespaces/[^/]+/jobs$", 500, count=MANY))
     kube.wait_for_object(
         "TrainingRun", "iris-rf", lambda o: (o.get("status") or {}).get("mlflowRunId"), timeout=60
     )
     operator.kill()
-    kube.emulator.faults.clear()
+    kube.faults.clear()
     assert jobs(kube, "trainer") == []
     operator.start()
     assert_exactly_once(kube, mlflow_server, model)
@@ -88,9 +87,8 @@ def test_crash_after_run_opened_before_job(
 def test_crash_after_job_created_before_status(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
-    kube.require_emulator("fault injection")
-    assert kube.emulator is not None
-    faults = kube.emulator.faults
+    kube.require_faults()
+    faults = kube.faults
     model = model_name(kube)
     # Slow Job creation down so there is time to block status writes once the run is recorded.
     data_then_run(kube, model, lambda: faults.add_latency(1.5, method="POST", path_regex=r"/jobs$"))
@@ -110,8 +108,7 @@ def test_crash_after_job_created_before_status(
 def test_crash_after_training_before_registration(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
 ) -> None:
-    kube.require_emulator("fault injection")
-    assert kube.emulator is not None
+    kube.require_faults()
     model = model_name(kube)
     mlflow_proxy.fail("POST", r"/model-versions/create$", 503, count=MANY)
     iris_setup(kube, model=model)
@@ -128,7 +125,7 @@ def test_crash_after_training_before_registration(
 def test_crash_after_registration_before_final_status(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
 ) -> None:
-    kube.require_emulator("fault injection")
+    kube.require_faults()
     model = model_name(kube)
     # The alias call comes after registration and before the final status: hold the operator there.
     mlflow_proxy.fail("POST", r"/registered-models/alias$", 503, count=MANY)
@@ -178,9 +175,8 @@ def test_mlflow_outage_then_recovery(
 def test_injected_api_errors_converge(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
-    kube.require_emulator("fault injection")
-    assert kube.emulator is not None
-    faults = kube.emulator.faults
+    kube.require_faults()
+    faults = kube.faults
     faults.fail_next("PATCH", r"/status$", 500, count=3)
     faults.fail_next("PATCH", r"/status$", 409, count=3)
     faults.fail_next("POST", r"/jobs$", 429, count=2, retry_after=1)

@@ -271,14 +271,13 @@ def test_invalid_reference_reports_and_does_not_crash(
 def test_steady_state_writes_nothing(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
-    kube.require_emulator("counts requests with the emulator's counters")
+    kube.require_faults()
     iris_setup(kube, model=model_name(kube))
     wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
     # Events are posted in the background: the window opens once the last one has landed.
     kube.wait_for(lambda: any(e.get("reason") == "Succeeded" for e in kube.list("Event")), timeout=30,
                   message="the Succeeded Event")
-    assert kube.emulator is not None
-    counters = kube.emulator.counters
+    counters = kube.counters
 
     def quiet_for(seconds: float) -> dict:
         # Proving the absence of writes needs an observation window; nothing to poll for.

@@ -109,7 +109,8 @@ rules:
 """
 
 LOCAL_RBAC = [
-    # The node agent's second identity: provision PersistentVolumes, read namespace labels.
+    # The node agent's second identity: provision PersistentVolumes, read namespace labels and
+    # the results of instant mode.
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
@@ -122,7 +123,9 @@ LOCAL_RBAC = [
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": "dockyard-local:namespace-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}],
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                  {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+                   "resourceNames": ["dockyard-node-agent-instant"]}],
     },
     {
         "apiVersion": "rbac.authorization.k8s.io/v1",

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from .faults import Counters, Faults
 
-_HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
+_HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "content-length",
                 "upgrade", "proxy-connection", "te", "trailer"}
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
             410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",

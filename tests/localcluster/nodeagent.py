@@ -26,8 +26,10 @@ authorizer and NodeRestriction admission apply to it exactly as to a kubelet):
 What it does not do: pull images (see :mod:`tests.localcluster.images`), enforce CPU or
 memory limits (no cgroups), give Pods their own PID namespace, or run ephemeral containers.
 A namespace labelled ``dockyard.dev/node-agent-mode=instant`` gets its Pods "run" without
-any process: Job Pods succeed at once and serving Pods turn Ready, which is what benchmarks
-use to measure the operator rather than the workloads.
+any process: Job Pods succeed at once (with the termination message that the namespace's
+ConfigMap ``dockyard-node-agent-instant`` holds under the Pod's
+``app.kubernetes.io/component`` label) and serving Pods turn Ready. Benchmarks and
+fault-survival tests use it to measure the operator rather than the workloads.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ LEASE_SECONDS = 40
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 INSTANT_LABEL = "dockyard.dev/node-agent-mode"
+INSTANT_RESULTS = "dockyard-node-agent-instant"  # ConfigMap: component label -> termination message
 
 
 def now() -> str:
@@ -833,6 +836,9 @@ class PodWorker:
 
     async def _run_instant(self) -> None:
         policy = self.spec.get("restartPolicy", "Always")
+        component = (self.pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", "")
+        results = await self.agent.instant_results(self.ns)
+        message = results.get(component, "")
         t = now()
         for st in self.init_states.values():
             st.state = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}
@@ -841,7 +847,8 @@ class PodWorker:
             if policy == "Always":
                 st.state, st.ready, st.started = {"running": {"startedAt": t}}, True, True
             else:
-                st.state = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}
+                st.state = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t,
+                                           **({"message": message} if message else {})}}
         if policy != "Always":
             self.phase = "Succeeded"
         self.mark_dirty()
@@ -1313,6 +1320,12 @@ class NodeAgent:
         value = ((obj.get("metadata") or {}).get("labels") or {}).get(INSTANT_LABEL) == "instant"
         self._instant_cache[ns] = (time.monotonic(), value)
         return value
+
+    async def instant_results(self, ns: str) -> dict[str, str]:
+        if self.admin is None:
+            return {}
+        cm = await self.admin.get(f"/api/v1/namespaces/{quote(ns)}/configmaps/{INSTANT_RESULTS}") or {}
+        return dict(cm.get("data") or {})
 
     async def event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
         meta = pod["metadata"]

@@ -139,9 +139,29 @@ class KubeCluster:
         self.api: k8s_client.ApiClient = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
         self._resources: dict[tuple[str | None, str], tuple[str, str, bool]] = {}
         self._operator_kubeconfig: Path | None = None
+        # The fault proxy (tests.localcluster.faultproxy) operators talk through, on the local
+        # control plane; the emulator has the same faults/counters built in.
+        self.proxy: Any = None
+
+    @property
+    def faults(self) -> Any:
+        """Fault injection for the operator's API requests (None on another cluster)."""
+        if self.emulator is not None:
+            return self.emulator.faults
+        return self.proxy.faults if self.proxy is not None else None
+
+    @property
+    def counters(self) -> Any:
+        """Request counters by (verb, resource): every client on the emulator, the operator's
+        own requests (through the fault proxy) on the local control plane."""
+        if self.emulator is not None:
+            return self.emulator.counters
+        return self.proxy.counters if self.proxy is not None else None
 
     def close(self) -> None:
         self.api.close()
+        if self.proxy is not None:
+            self.proxy.stop()
         if self._runner is not None:
             self._runner.stop()
         if self._on_close is not None:
@@ -193,6 +213,8 @@ class KubeCluster:
         cfg = yaml.safe_load(self.kubeconfig.read_text())
         ctx = next(c for c in cfg["contexts"] if c["name"] == cfg["current-context"])["context"]
         cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
+        if self.proxy is not None:  # through the fault proxy (plain HTTP on loopback)
+            cluster = {"name": "proxy", "cluster": {"server": self.proxy.url}}
         out = {
             "apiVersion": "v1", "kind": "Config", "current-context": "operator",
             "clusters": [cluster],
@@ -327,6 +349,39 @@ class KubeEnv:
         self._workdir = workdir
 
     # ------------------------------------------------------------ executor
+
+    @property
+    def faults(self) -> Any:
+        return self.cluster.faults
+
+    @property
+    def counters(self) -> Any:
+        return self.cluster.counters
+
+    def require_faults(self) -> None:
+        """Skip unless operator requests can be failed and counted (emulator or local control plane)."""
+        if self.cluster.faults is None:
+            pytest.skip(f"needs fault injection (emulator or local control plane), not --cluster={self.cluster.kind}")
+
+    def run_pods_instantly(self, results: dict[str, str] | None = None) -> None:
+        """Pods of this namespace "run" without any process: Job Pods succeed at once with
+        ``results[<app.kubernetes.io/component label>]`` as their termination message, serving
+        Pods turn Ready. The emulator's executor in instant mode, or the node agent's instant
+        mode (a namespace label plus a ConfigMap of results) on the local control plane."""
+        results = dict(results or {})
+        if self.is_emulator:
+            def instant_result(job: Obj) -> tuple[int, str]:
+                component = ((job.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+                return 0, results.get(component or "", "")
+
+            self.start_executor(mode="instant", instant_result=instant_result)
+            return
+        if self.cluster.kind != "controlplane":
+            pytest.skip("instant Pods need the emulator or the local node agent")
+        from tests.localcluster.nodeagent import INSTANT_LABEL, INSTANT_RESULTS
+
+        self.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": INSTANT_RESULTS}, "data": results})
+        self.patch("Namespace", self.namespace, {"metadata": {"labels": {INSTANT_LABEL: "instant"}}})
 
     def require_emulator(self, why: str = "") -> None:
         """Skip the test on a real cluster (executor / emulator-only powers)."""
@@ -559,6 +614,9 @@ def _start_controlplane(tmp: Path) -> KubeCluster:
         state = cp.start()
         on_close = cp.stop
     cluster = KubeCluster(Path(state.kubeconfig), kind="controlplane", local=state, on_close=on_close, workdir=tmp)
+    from tests.localcluster.faultproxy import FaultProxy
+
+    cluster.proxy = FaultProxy(state.server, Path(state.kubeconfig).parent / "pki" / "ca.crt").start()
     os.environ["PATH"] = f"{state.bin_dir}{os.pathsep}{os.environ['PATH']}"  # kubectl of the same release
     return cluster
 
