@@ -146,6 +146,11 @@ def setup(spec: dict) -> None:
     except OSError as e:
         raise ShimError(f"chdir to working directory {workdir!r}: {e.strerror}") from None
     uid, gid = spec.get("uid"), spec.get("gid")
+    # As runc's fixStdioPermissions: the container user owns its stdout/stderr, so a program
+    # that reopens /dev/stdout (nginx's `error_log /dev/stdout`) can.
+    for fd in (1, 2):
+        if uid is not None and not os.path.samestat(os.fstat(fd), os.stat("/dev/null")):
+            os.fchown(fd, int(uid), int(gid) if gid is not None else -1)
     if gid is not None or spec.get("groups"):
         os.setgroups(sorted({int(g) for g in spec.get("groups") or []} | ({int(gid)} if gid is not None else set())))
     if gid is not None:

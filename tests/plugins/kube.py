@@ -31,6 +31,7 @@ tested for real); on the emulator, the admin kubeconfig.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -672,20 +673,28 @@ def _namespace_name(nodeid: str) -> str:
 
 @pytest.fixture
 def kube(kube_cluster: KubeCluster, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeEnv]:
-    name = _namespace_name(request.node.nodeid)
-    labels = {} if kube_cluster.is_emulator else POD_SECURITY_LABELS
-    kube_cluster.request(
+    with test_namespace(kube_cluster, request.node.nodeid, tmp_path) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def test_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterator[KubeEnv]:
+    """A fresh namespace (Pod Security ``restricted`` on a real cluster), deleted afterwards;
+    module-scoped fixtures use it directly."""
+    name = _namespace_name(hint)
+    labels = {} if cluster.is_emulator else POD_SECURITY_LABELS
+    cluster.request(
         "POST",
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
     )
-    env = KubeEnv(kube_cluster, name, tmp_path)
+    env = KubeEnv(cluster, name, workdir)
     try:
         yield env
     finally:
         env.stop_executor()
         try:
-            kube_cluster.request("DELETE", f"/api/v1/namespaces/{name}")
+            cluster.request("DELETE", f"/api/v1/namespaces/{name}")
         except ApiException:
             pass
 
