@@ -673,12 +673,12 @@ def _namespace_name(nodeid: str) -> str:
 
 @pytest.fixture
 def kube(kube_cluster: KubeCluster, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KubeEnv]:
-    with test_namespace(kube_cluster, request.node.nodeid, tmp_path) as env:
+    with scratch_namespace(kube_cluster, request.node.nodeid, tmp_path) as env:
         yield env
 
 
 @contextlib.contextmanager
-def test_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterator[KubeEnv]:
+def scratch_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterator[KubeEnv]:
     """A fresh namespace (Pod Security ``restricted`` on a real cluster), deleted afterwards;
     module-scoped fixtures use it directly."""
     name = _namespace_name(hint)

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.plugins.kube import KubeCluster, KubeEnv, test_namespace
+from tests.plugins.kube import KubeCluster, KubeEnv, scratch_namespace
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.runtime.helpers import IRIS_SAMPLE_ROWS, IRIS_SPECIES, seldon_payload, train_and_register, v2_infer_payload
@@ -104,7 +104,7 @@ def serving_env(
         }
         versions = {v: f.result() for v, f in futures.items()}
     assert versions["champion"] != versions["challenger"]
-    with test_namespace(kube_cluster, "traffic", work) as env:
+    with scratch_namespace(kube_cluster, "traffic", work) as env:
         operator = OperatorProcess(kube_cluster.operator_kubeconfig(), mlflow_server.uri, work / "operator",
                                    namespaces=[env.namespace]).start()
         try:
