@@ -27,7 +27,7 @@ from tests.plugins.operator import OperatorProcess
 Obj = dict[str, Any]
 
 MANAGED = "app.kubernetes.io/managed-by=dockyard-operator"
-CHILD_KINDS = ("Job", "Pod", "Deployment", "Service", "ConfigMap")
+CHILD_KINDS = ("Job", "Pod", "Deployment", "ReplicaSet", "Service", "ConfigMap")
 TAG_UID = "dockyard.trainingrun.uid"
 TAG_ATTEMPT = "dockyard.attempt"
 # API writes the operator makes (verb, resource) -- the executor's own writes (pods,

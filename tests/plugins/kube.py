@@ -76,6 +76,8 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "ServiceAccount": ("v1", "serviceaccounts", True),
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims", True),
     "Deployment": ("apps/v1", "deployments", True),
+    "ReplicaSet": ("apps/v1", "replicasets", True),
+    "PersistentVolume": ("v1", "persistentvolumes", False),
     "Job": ("batch/v1", "jobs", True),
     "Lease": ("coordination.k8s.io/v1", "leases", True),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
