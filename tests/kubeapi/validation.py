@@ -577,11 +577,17 @@ class _Validator:
         old_map = old if (has_old and isinstance(old, dict)) else None
         for k, v in value.items():
             if path == "" and k == "metadata":
-                continue  # ObjectMeta is validated by the server
+                # ObjectMeta is validated by the server; a CRD may only add rules for name and
+                # generateName, which the apiserver checks like any schema field.
+                meta_props = (props.get("metadata") or {}).get("properties") or {}
+                for mk in ("name", "generateName"):
+                    if mk in meta_props and isinstance(v, dict) and mk in v:
+                        self.validate(v[mk], meta_props[mk], f"metadata.{mk}", None, False)
+                continue
             if k in props:
                 sub, cpath = props[k], _child(path, k)
             elif isinstance(addl, dict):
-                sub, cpath = addl, _mapkey(path, k)
+                sub, cpath = addl, _child(path, k)  # the real apiserver: spec.limits.memory
             else:
                 continue
             if old_map is not None and k in old_map:

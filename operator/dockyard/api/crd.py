@@ -142,7 +142,7 @@ def build_crd(
     status_model: type[BaseModel],
     printer_columns: list[dict[str, Any]],
     description: str,
-    root_validations: list[dict[str, str]] | None = None,
+    name_schema: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec = model_schema(spec_model)
     status = model_schema(status_model)
@@ -153,13 +153,13 @@ def build_crd(
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "metadata": (
+                {"type": "object", "properties": {"name": name_schema}} if name_schema else {"type": "object"}
+            ),
             "spec": spec,
             "status": status,
         },
     }
-    if root_validations:
-        root["x-kubernetes-validations"] = root_validations
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -221,7 +221,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
             status_model=modeldeployment.ModelDeploymentStatus,
             printer_columns=modeldeployment.PRINTER_COLUMNS,
             description="Serve registered model versions with a weighted A/B traffic split.",
-            root_validations=modeldeployment.ROOT_VALIDATIONS,
+            name_schema=modeldeployment.NAME_SCHEMA,
         ),
     }
 

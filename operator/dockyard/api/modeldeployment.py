@@ -30,23 +30,22 @@ HEADER_NAME = r"^[A-Za-z][A-Za-z0-9-]*$"
 # must be DNS-1035 labels: start with a letter. Bounded so `<name>-<variant>` fits in 63.
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 NAME_MAX_LENGTH = 42
-ROOT_VALIDATIONS = [
-    {
-        "rule": f"self.metadata.name.matches('{NAME_PATTERN}') && size(self.metadata.name) <= {NAME_MAX_LENGTH}",
-        "message": f"metadata.name must be a DNS-1035 label (start with a letter) of at most {NAME_MAX_LENGTH} "
-        "characters: it names the Services",
-        # No fieldPath: kube-apiserver accepts only paths inside the schema, and metadata is
-        # not part of a CRD's schema ("must be a valid path").
-    }
-]
+# metadata.name restrictions in the CRD schema: the one thing a CRD may say about metadata
+# (name and generateName). kube-apiserver then refuses a bad name with field `metadata.name`
+# (a root-level CEL rule could not name the field: fieldPath may only point inside the schema).
+NAME_SCHEMA = {"type": "string", "maxLength": NAME_MAX_LENGTH, "pattern": NAME_PATTERN}
+NAME_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label (start with a letter) of at most {NAME_MAX_LENGTH} "
+    "characters: it names the Services"
+)
 
 
 def check_name(name: str) -> str | None:
-    """Why a ModelDeployment name can't be used, or None (mirror of ROOT_VALIDATIONS)."""
+    """Why a ModelDeployment name can't be used, or None (mirror of NAME_SCHEMA)."""
     import re
 
     if len(name) > NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, name):
-        return str(ROOT_VALIDATIONS[0]["message"])
+        return NAME_MESSAGE
     return None
 
 
