@@ -42,6 +42,11 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # we post our own Events, with our own reasons
+        # No runtime scanning of namespaces and CRDs: the operator serves the namespaces it is
+        # given (or all) and the kinds that exist at start-up, so it needs no cluster-wide
+        # list/watch of namespaces or CRDs (kopf's dynamic mode would, and in namespaced scope
+        # it retried the forbidden list forever).
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60

@@ -86,23 +86,27 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _render_cached(values_json: str, namespace: str) -> tuple[tuple[str, str], ...]:
+def _render_cached(values_json: str, namespace: str, release: str) -> tuple[tuple[str, str], ...]:
     import helm_python
 
     with helm_python.Chart.load(CHART) as chart:
-        rendered = chart.render(json.loads(values_json), name=RELEASE, namespace=namespace, is_install=True)
+        rendered = chart.render(json.loads(values_json), name=release, namespace=namespace, is_install=True)
     return tuple(sorted(rendered.items()))
 
 
-def render_files(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> dict[str, str]:
+def render_files(
+    values: dict[str, Any] | None = None, namespace: str = NAMESPACE, release: str = RELEASE
+) -> dict[str, str]:
     """template path -> rendered text (raises helm_python.HelmError on failure)."""
-    return dict(_render_cached(json.dumps(values or {}, sort_keys=True), namespace))
+    return dict(_render_cached(json.dumps(values or {}, sort_keys=True), namespace, release))
 
 
-def render(values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def render(
+    values: dict[str, Any] | None = None, namespace: str = NAMESPACE, release: str = RELEASE
+) -> list[dict[str, Any]]:
     """Every object the templates render (NOTES.txt excluded), as dicts (fresh copies)."""
     objects = []
-    for path, text in render_files(values, namespace).items():
+    for path, text in render_files(values, namespace, release).items():
         if path.endswith("NOTES.txt"):
             continue
         for doc in yaml.safe_load_all(text):

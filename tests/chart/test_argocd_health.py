@@ -114,18 +114,18 @@ def test_message_comes_from_the_ready_condition() -> None:
     )
 
 
-def test_readme_argocd_cm_carries_the_script_for_the_three_kinds() -> None:
+def test_observability_doc_argocd_cm_carries_the_script_for_the_three_kinds() -> None:
     import yaml
 
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section: observability -->")[1].split("<!-- /section: observability -->")[0]
+    doc = (ROOT / "docs" / "observability.md").read_text()
+    section = doc.split("<!-- section: observability -->")[1].split("<!-- /section: observability -->")[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
     configmaps = [
         d
         for d in (yaml.safe_load(b) for b in blocks)
         if d and d.get("metadata", {}).get("name") == "argocd-cm"
     ]
-    assert len(configmaps) == 1, "README observability section has no argocd-cm snippet"
+    assert len(configmaps) == 1, "docs/observability.md has no argocd-cm snippet"
     lines = SCRIPT.read_text().splitlines()
     code = "\n".join(lines[next(i for i, line in enumerate(lines) if not line.startswith("--")) :]).strip()
     for kind in ("Dataset", "TrainingRun", "ModelDeployment"):

@@ -79,7 +79,7 @@ def test_input_is_not_mutated():
             'spec.port: Invalid value: "boolean": spec.port in body must be of type integer or string: '
             '"boolean"',
         ),
-        ({"labels": {"ok": "toolong"}}, "spec.labels[ok]: Too long: may not be more than 5 bytes"),
+        ({"labels": {"ok": "toolong"}}, "spec.labels.ok: Too long: may not be more than 5 bytes"),
     ],
 )
 def test_openapi_errors_name_the_field(spec, expected):

@@ -29,12 +29,12 @@ from typing import Any
 import pytest
 
 from tests.integration.fault_support import (
+    INSTANT_RESULTS,
     Load,
     assert_converged,
     dataset_objects,
     deployment_variants,
     expected_versions,
-    INSTANT_RESULTS,
     model_deployment,
     register_serving_model,
     tracebacks,

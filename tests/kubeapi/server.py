@@ -34,9 +34,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from tests.localcluster.faults import Counters, Faults
+
 from .api import Api, ApiError, Filter, WriteOptions, bad_request, parse_field_selector, parse_label_selector
 from .cel import CELUnsupported
-from tests.localcluster.faults import Counters, Faults
 from .resources import GROUP_ORDER, Registry, ResourceType
 from .store import Event, Gone, Store
 from .table import to_table

@@ -1,4 +1,7 @@
-"""``python -m tests.localcluster build|up|down|env|status`` (what ``hack/controlplane.sh`` runs)."""
+"""``python -m tests.localcluster build|up|down|env|status`` (what ``hack/controlplane.sh`` runs).
+
+``build`` needs nothing but the standard library (CI starts it with the system Python while the
+virtualenv is still being installed); the other commands need the dev virtualenv."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import build, controlplane
+from . import build
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print `export KUBECONFIG=...` for the running cluster")
     sub.add_parser("status", help="print the running cluster's state as JSON")
     args = p.parse_args(argv)
-    state_dir = (args.dir or controlplane.default_state_dir()).resolve()
-
     if args.cmd == "build":
         r = build.build(force=args.force)
         print(f"{r.bin_dir} ({'built' if r.built else 'cached'} in {r.seconds:.1f} s)")
         return 0
+    from . import controlplane
+
+    state_dir = (args.dir or controlplane.default_state_dir()).resolve()
     if args.cmd == "up":
         running = controlplane.running_cluster(state_dir)
         if running is not None:

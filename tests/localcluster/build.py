@@ -125,7 +125,17 @@ def _go_build(out: Path, names: list[str], argv: list[str], cwd: Path, log: bool
 
 
 def build(*, force: bool = False, log: bool = True) -> BuildResult:
-    """Build (or reuse) every binary; returns the directory that holds them all."""
+    """Build (or reuse) every binary; returns the directory that holds them all. Concurrent
+    callers (CI's early background build and the test session) wait for one another."""
+    import fcntl
+
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(force=force, log=log)
+
+
+def _build_locked(*, force: bool, log: bool) -> BuildResult:
     started = time.monotonic()
     kube_out, dns_out = _kube_dir(), _coredns_dir()
     if force:

@@ -40,8 +40,9 @@ from . import build, network
 from .pki import CertPaths, Pki, write_kubeconfig
 
 NODE_NAME = "dockyard-node"
-OPERATOR_NAMESPACE = "dockyard"
-AUDIT_GROUP = f"system:serviceaccounts:{OPERATOR_NAMESPACE}"
+# Operators run as ServiceAccounts of these namespaces: the chart's default release namespace
+# and the one the tests' operator identity lives in (tests/plugins/kube.py).
+OPERATOR_NAMESPACES = ("dockyard", "dockyard-tests")
 
 
 def default_state_dir() -> Path:
@@ -101,10 +102,10 @@ AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
-  # The operator runs as a ServiceAccount of the {OPERATOR_NAMESPACE} namespace: record what it
-  # calls (verb, resource, subresource, code) so RBAC can be checked against real use.
+  # Operators run as ServiceAccounts of these namespaces: record what they call (verb,
+  # resource, subresource, response code) so RBAC can be checked against real use.
   - level: Metadata
-    userGroups: ["{AUDIT_GROUP}"]
+    userGroups: [{", ".join(f'"system:serviceaccounts:{n}"' for n in OPERATOR_NAMESPACES)}]
   - level: None
 """
 

@@ -42,7 +42,6 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -499,7 +498,7 @@ class PodWorker:
             return
         await asyncio.sleep(float(seconds))
         self.phase, self.reason = "Failed", "DeadlineExceeded"
-        self.message = f"Pod was active on the node longer than the specified deadline"
+        self.message = "Pod was active on the node longer than the specified deadline"
         await self.agent.event(self.pod, "Normal", "DeadlineExceeded", self.message)
         await self._kill_all(float(self.spec.get("terminationGracePeriodSeconds", 30)))
         self.mark_dirty()
@@ -697,10 +696,19 @@ class PodWorker:
         self.mark_dirty()
 
     async def _kill_all(self, grace: float) -> None:
+        """preStop hooks, then SIGTERM, then SIGKILL when the grace period (which the hooks
+        count against, as in the kubelet) is over."""
+        deadline = time.monotonic() + grace
+        containers = {c["name"]: c for c in self.spec.get("containers") or []}
+        hooks = [self._pre_stop(containers[n]) for n in list(self.procs) if n in containers and grace > 0]
+        if hooks:
+            try:
+                await asyncio.wait_for(asyncio.gather(*hooks), timeout=grace)
+            except TimeoutError:
+                pass
         procs = list(self.procs.values())
         for p in procs:
             _signal_group(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
         for p in procs:
             remaining = max(0.0, deadline - time.monotonic())
             try:
@@ -708,6 +716,13 @@ class PodWorker:
             except TimeoutError:
                 _signal_group(p.pid, signal.SIGKILL)
                 await p.wait()
+
+    async def _pre_stop(self, c: Obj) -> None:
+        hook = ((c.get("lifecycle") or {}).get("preStop")) or {}
+        if "sleep" in hook:
+            await asyncio.sleep(float(hook["sleep"].get("seconds") or 0))
+        elif "exec" in hook or "httpGet" in hook:
+            await self._probe_once(c, {**hook, "timeoutSeconds": 3600})
 
     # ------------------------------------------------------------ probes
 

@@ -97,7 +97,30 @@ def setup_dev(dev: str) -> None:
 
 
 def inside(rootfs: str, path: str) -> str:
-    return os.path.join(rootfs, path.lstrip("/"))
+    """``path`` of the container, as a host path under ``rootfs``, resolving symlinks inside
+    the root as the container would see them (runc's securejoin): Debian's ``/var/run`` is a
+    link to ``/run``, and an absolute link must not lead out to the host's ``/run``."""
+    parts = [c for c in path.split("/") if c and c != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(rootfs, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise ShimError(f"too many symlinks resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [c for c in target.split("/") if c and c != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(rootfs, *resolved)
 
 
 def setup(spec: dict) -> None:
@@ -121,19 +144,28 @@ def setup(spec: dict) -> None:
     mount("proc", inside(rootfs, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     setup_dev(inside(rootfs, "/dev"))
     bind("/sys", inside(rootfs, "/sys"), readonly=True, recursive=True)
+    empties = []
     for empty in ("/tmp", "/var/tmp", "/run"):
         target = inside(rootfs, empty)
         src = os.path.join(spec["scratch"], empty.strip("/").replace("/", "_"))
         os.makedirs(src, exist_ok=True)
         os.chmod(src, 0o1777)
         os.makedirs(target, exist_ok=True)
-        # Empty as in an image; read-only with the rest of a read-only root (a volume
-        # mounted there below is what makes it writable, as in a real cluster).
-        bind(src, target, readonly=bool(spec.get("readOnlyRoot")))
-    # 4. volumes and kubelet-managed files
+        bind(src, target)
+        empties.append(target)
+    # 4. volumes and kubelet-managed files: mount points first (they may lie inside the empty
+    # directories), then, for a read-only root, the empty directories turn read-only like the
+    # rest of the image, and only then the volumes go on top (a volume is what makes a path
+    # writable, as in a real cluster; remounting later would hit the volume instead).
+    targets = []
     for m in spec["mounts"]:
         target = inside(rootfs, m["target"])
         ensure_target(target, os.path.isdir(m["source"]))
+        targets.append(target)
+    if spec.get("readOnlyRoot"):
+        for target in empties:
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    for m, target in zip(spec["mounts"], targets, strict=True):
         bind(m["source"], target, readonly=bool(m.get("readOnly")))
     # 5. read-only root: remount the overlay itself; submounts keep their own flags
     if spec.get("readOnlyRoot"):

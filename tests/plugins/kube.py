@@ -52,8 +52,11 @@ from tests.kubeapi.executor import LocalExecutor
 ENV_KUBECONFIG = "DOCKYARD_TEST_KUBECONFIG"
 ENV_CLUSTER = "DOCKYARD_TEST_CLUSTER"
 CLUSTER_KINDS = ("controlplane", "kubeconfig", "emulator")
-OPERATOR_NAMESPACE = "dockyard"
-OPERATOR_SERVICE_ACCOUNT = "dockyard-operator"
+# The tests' operator identity: the chart rendered as release "dockyard-tests" in its own
+# namespace, so it never collides with a chart installed by hack/demo.sh (release "dockyard").
+OPERATOR_RELEASE = "dockyard-tests"
+OPERATOR_NAMESPACE = "dockyard-tests"
+OPERATOR_SERVICE_ACCOUNT = f"{OPERATOR_RELEASE}-operator"
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
 }
@@ -189,7 +192,8 @@ class KubeCluster:
         from tests.chart import chartlib
 
         objects = chartlib.render(
-            {"routers": {"gateway": True, "istio": True, "seldon": True}}, namespace=OPERATOR_NAMESPACE
+            {"routers": {"gateway": True, "istio": True, "seldon": True}, "peering": {"enabled": False}},
+            namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
         )
         rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                      "Role", "RoleBinding")]

@@ -30,7 +30,13 @@ import requests
 from tests.plugins.kube import KubeCluster, KubeEnv, scratch_namespace
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
-from tests.runtime.helpers import IRIS_SAMPLE_ROWS, IRIS_SPECIES, seldon_payload, train_and_register, v2_infer_payload
+from tests.runtime.helpers import (
+    IRIS_SAMPLE_ROWS,
+    IRIS_SPECIES,
+    seldon_payload,
+    train_and_register,
+    v2_infer_payload,
+)
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
@@ -87,6 +93,19 @@ def wait_serving(env: KubeEnv, name: str, generation_check: bool = True, timeout
     return env.wait_for_object("ModelDeployment", name, ok, timeout=timeout)
 
 
+def wait_reachable(env: KubeEnv, url: str, timeout: float = 60) -> None:
+    """The router answers through its Service: kube-proxy has caught up with the endpoints
+    (it does so asynchronously after the Pod turns Ready; a client would retry the same way)."""
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    env.wait_for(answers, timeout=timeout, interval=0.2, message=f"{url} answering")
+
+
 @pytest.fixture(scope="module")
 def serving_env(
     kube_cluster: KubeCluster, mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
@@ -120,7 +139,9 @@ def deploy(env: KubeEnv, versions: dict[str, str], name: str, runtime: str, *, s
     assert svc is not None
     assert md["status"]["endpoint"] == f"http://{name}.{env.namespace}.svc.cluster.local"
     port = svc["spec"]["ports"][0]["port"]
-    return Deployed(env, name, f"http://{svc['spec']['clusterIP']}:{port}", versions)
+    url = f"http://{svc['spec']['clusterIP']}:{port}"
+    wait_reachable(env, url)
+    return Deployed(env, name, url, versions)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +227,7 @@ def sticky(mlserver: Deployed) -> Deployed:
     before = {v: (mlserver.env.get("Deployment", f"iris-{v}") or {})["metadata"]["resourceVersion"] for v in WEIGHTS}
     mlserver.patch({"router": {"type": "builtin", "sticky": {"header": "X-User-Id"}}})
     wait_serving(mlserver.env, mlserver.name)
+    wait_reachable(mlserver.env, mlserver.url)
     after = {v: (mlserver.env.get("Deployment", f"iris-{v}") or {})["metadata"]["resourceVersion"] for v in WEIGHTS}
     assert after == before, "a router change must not touch the variant Deployments"
     return mlserver

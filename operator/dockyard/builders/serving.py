@@ -45,7 +45,7 @@ from ..routers.common import (
     variant_fqdn,
     variant_service_name,
 )
-from .pods import container_security_context, mlflow_env_from, pod_spec_common
+from .pods import container_security_context, drain_lifecycle, mlflow_env_from, pod_spec_common
 
 MODEL_DIR = "/mnt/models"
 MODELS_VOLUME = "models"
@@ -167,6 +167,7 @@ def build_variant_deployment(
         "startupProbe": probe(health["liveness"], 5, STARTUP_FAILURE_THRESHOLD),
         "readinessProbe": probe(health["readiness"], 5, 3),
         "livenessProbe": probe(health["liveness"], 10, 3),
+        "lifecycle": drain_lifecycle(),
         "securityContext": container_security_context(),
         "volumeMounts": mounts(),
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec
+from ..builders.pods import drain_lifecycle
 from ..config import OperatorConfig
 from ..labels import (
     CONFIG_HASH_ANNOTATION,
@@ -312,6 +313,7 @@ def build_router_objects(
             "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3,
         },
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "lifecycle": drain_lifecycle(),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -1,0 +1,97 @@
+"""RBAC for real: what the operator called, from the apiserver's audit log, against what the
+chart grants.
+
+The local control plane's apiserver records every request made by a ServiceAccount of the
+operator's namespace (audit level Metadata). Every integration test runs the operator under
+the chart's own ServiceAccount and RBAC, so after the integration tier the log holds each
+(API group, resource, verb) the operator needed. This test runs last
+(``tests/plugins/session_order.py``) and checks:
+
+* no request of the operator was refused with 403, in the whole session;
+* every verb the operator used is granted by the chart (the namespaced rules, which both the
+  cluster-scope ClusterRole and the per-namespace Roles carry);
+* when the whole integration tier ran: every verb the chart grants was used, apart from the
+  grants that admission checks need and that therefore never show up as a request
+  (``ADMISSION_ONLY``) and the cluster-scope-only rules for kopf (peering, namespaces).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.chart import chartlib
+from tests.plugins.kube import OPERATOR_NAMESPACE, OPERATOR_RELEASE, KubeCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.rbac_audit]
+
+Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+# Checked by admission, not called: OwnerReferencesPermissionEnforcement lets a client set
+# blockOwnerDeletion on a child only if it may update the owner's finalizers.
+ADMISSION_ONLY: set[Grant] = {
+    ("dockyard.dev", f"{plural}/finalizers", "update") for plural in ("datasets", "trainingruns", "modeldeployments")
+}
+# The integration files whose operators between them exercise every code path that talks to
+# the API. If any of them did not run in this session, "granted but unused" is not judged.
+COVERAGE_FILES = {
+    "test_training_path.py", "test_training_exactly_once.py", "test_serving_path.py", "test_bad_input.py",
+    "test_fault_survival.py",
+}
+
+
+def operator_requests(audit_log: Path, user: str) -> dict[Grant, dict[int, int]]:
+    """(group, resource, verb) -> {response code: count} of one user's requests."""
+    out: dict[Grant, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    with open(audit_log) as f:
+        for line in f:
+            event = json.loads(line)
+            if event.get("user", {}).get("username") != user or event.get("stage") != "ResponseComplete":
+                continue
+            ref = event.get("objectRef") or {}
+            if not ref.get("resource"):
+                continue  # discovery and /version: non-resource URLs, allowed to every user
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            code = int((event.get("responseStatus") or {}).get("code") or 0)
+            out[(ref.get("apiGroup") or "", resource, event["verb"])][code] += 1
+    return out
+
+
+def granted(role_name: str, objects: list[dict]) -> set[Grant]:
+    role = chartlib.one(objects, "ClusterRole", role_name)
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_operator_rbac_is_exactly_what_it_uses(kube_cluster: KubeCluster, passed_test_files: set[str]) -> None:
+    if kube_cluster.local is None:
+        pytest.skip("needs the local control plane's audit log (--cluster=controlplane)")
+    kube_cluster.operator_kubeconfig()  # the identity exists even if no operator test ran
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_RELEASE}-operator"
+    used = operator_requests(Path(kube_cluster.local.audit_log), user)
+    if not used:
+        pytest.skip("no operator ran in this session")
+    forbidden = {g: codes[403] for g, codes in used.items() if codes.get(403)}
+    assert forbidden == {}, f"the apiserver refused the operator: {forbidden}"
+
+    objects = chartlib.render(
+        {"routers": {"gateway": True, "istio": True, "seldon": True}, "peering": {"enabled": False}},
+        namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
+    )
+    grants = granted(f"{OPERATOR_RELEASE}-operator", objects)
+    missing = sorted(set(used) - grants)
+    assert missing == [], f"used but not granted: {missing}"
+
+    not_run = COVERAGE_FILES - passed_test_files
+    if not_run:
+        pytest.skip(f"granted-but-unused is judged only after the whole integration tier; not run: {sorted(not_run)}")
+    unused = sorted(grants - set(used) - ADMISSION_ONLY)
+    assert unused == [], f"granted but never used by the operator (remove from the chart or test the path): {unused}"
