@@ -77,7 +77,7 @@ def install_chart(k: Kubectl, namespace: str, release: str = "dockyard",
       *[f"crd/{c['metadata']['name']}" for c in crds])
     k.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
     objects = chartlib.render(values or {}, namespace=namespace, release=release)
-    k.apply(objects, namespace)
+    k.apply(objects)  # every namespaced template names its namespace
     for obj in objects:
         if obj["kind"] == "Deployment":
             k("-n", namespace, "rollout", "status", f"deployment/{obj['metadata']['name']}", f"--timeout={timeout}")
