@@ -1,18 +1,33 @@
 """Shared set-up for the operator benchmarks (not a benchmark itself).
 
-A "stack" is what one measurement needs: the Kubernetes API emulator (a thread of this
-process), the local executor in instant mode (a thread of this process: Jobs succeed at once,
-nothing runs), and the real operator (`dockyard operator --standalone`, its own process)
-pointed at a real MLflow server through the counting proxy (a thread of this process).
+A "stack" is what one measurement needs: a Kubernetes API with something that "runs" Jobs
+and Deployments instantly, one namespace, and the real operator (`dockyard operator
+--standalone`, its own process) pointed at a real MLflow server through the counting proxy (a
+thread of this process). Two targets provide the API (`--target`):
 
-Because the emulator, the executor and the proxy share this process (and its GIL), CPU is
-accounted per *thread* (`/proc/self/task/<tid>/stat`) and per process group (operator,
-MLflow), so a figure can be split into "our operator's cost" and "the test rig's cost".
+* ``controlplane`` (default): the real local control plane (tests/localcluster: etcd,
+  kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, CoreDNS, the node
+  agent), reused if one is running, else started for the run and stopped after it. The bench
+  namespace is labelled for the node agent's instant mode (Job Pods succeed at once with the
+  results of the namespace's ConfigMap ``dockyard-node-agent-instant``; serving Pods turn
+  Ready). The operator runs as the Helm chart's ServiceAccount (release ``dockyard-bench`` in
+  namespace ``dockyard-bench``, the chart's own RBAC) through a FaultProxy that counts its
+  requests; the benchmark's own client talks plain HTTP to a second FaultProxy that presents
+  the admin client certificate. So the counters hold the operator's requests only.
+* ``emulator``: the in-repo Kubernetes API emulator and the local executor in instant mode
+  (both threads of this process); the counters hold every client's requests, and the
+  executor's and the benchmark's own are subtracted.
+
+What shares this process (and its GIL) is accounted per *thread*
+(`/proc/self/task/<tid>/stat`); the operator, MLflow and, on the control plane, each cluster
+component per process, so a figure can be split into "our operator's cost" and "the test
+rig's cost".
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -26,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +51,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from tests.kubeapi.executor import LocalExecutor  # noqa: E402
@@ -52,6 +68,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXECUTOR_REQUESTS = {("create", "pods"), ("patch", "pods/status"), ("patch", "jobs/status"),
                      ("patch", "deployments/status"), ("delete", "pods")}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+TARGETS = ("controlplane", "emulator")
+TARGET_DESCRIPTIONS = {
+    "controlplane": "the local Kubernetes control plane (real kube-apiserver, etcd, controllers, scheduler; "
+                    "node agent in instant mode)",
+    "emulator": "the in-process Kubernetes API emulator with the local executor in instant mode",
+}
+
+
+def add_target_argument(p: Any) -> None:
+    p.add_argument("--target", choices=TARGETS, default="controlplane",
+                   help="Kubernetes API to run against: the local control plane (reused if running, else "
+                        "started and stopped) or the in-process API emulator (default: %(default)s)")
 
 
 # -- printing -------------------------------------------------------------------------------
@@ -79,6 +107,8 @@ def code_version() -> str:
 def print_header(script: str, params: dict[str, Any]) -> None:
     print(f"== {script}  {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print("parameters: " + " ".join(f"{k}={v}" for k, v in params.items()))
+    if "target" in params:
+        print(f"target: {params['target']} = {TARGET_DESCRIPTIONS.get(params['target'], '?')}")
     print(f"machine: os.cpu_count()={os.cpu_count()} loadavg(1/5/15m)={loadavg()} "
           f"python={platform.python_version()} {platform.machine()}")
     print(f"operator code: {code_version()}")
@@ -224,9 +254,22 @@ def instant_result(job: dict[str, Any]) -> tuple[int, str]:
     if component == "profiler":
         name = job["metadata"]["name"]
         version = "sha256:" + hashlib.sha256(name.rsplit("-profile", 1)[0].encode()).hexdigest()
-        return 0, json.dumps({"ok": True, "version": version, "rows": 150, "columns": 5, "profile": {},
-                              "profileTruncated": False, "reason": None, "errors": []})
+        return 0, profile_result(version)
     return 0, json.dumps({"ok": True, "metrics": {}})
+
+
+def profile_result(version: str) -> str:
+    return json.dumps({"ok": True, "version": version, "rows": 150, "columns": 5, "profile": {},
+                       "profileTruncated": False, "reason": None, "errors": []})
+
+
+# The node agent's instant mode reads one ConfigMap per namespace, keyed by the Pod's
+# app.kubernetes.io/component label: every Dataset of a bench namespace gets the same version.
+INSTANT_RESULTS = {
+    "profiler": profile_result("sha256:" + hashlib.sha256(b"dockyard-bench iris").hexdigest()),
+    "trainer": json.dumps({"ok": True, "metrics": {}}),
+}
+IRIS_DATA = {"iris.csv": "sepal_length,sepal_width,petal_length,petal_width,species\n"}
 
 
 @dataclass
@@ -234,45 +277,282 @@ class CpuSample:
     wall: float
     operator: float
     mlflow: float
-    threads: dict[str, float]
+    threads: dict[str, float]  # threads of this process, by name
+    procs: dict[str, float] = field(default_factory=dict)  # cluster component -> process CPU (controlplane)
+
+
+# -- the controlplane target ----------------------------------------------------------------
+
+BENCH_RELEASE = "dockyard-bench"  # the chart rendered as this release in this namespace ...
+BENCH_IDENTITY_NAMESPACE = "dockyard-bench"  # ... so it never collides with "dockyard-tests"
+FIELD_MANAGER = "dockyard-bench"
+# Cluster processes whose CPU the reports show, with the names ClusterState.pids uses.
+CLUSTER_PROCS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "node-agent")
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
+_RBAC_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
+}
+_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+class LocalCluster:
+    """The controlplane target's shared pieces, set up once per benchmark run: the local cluster
+    (the running one, else one started here), the operator identity, and two FaultProxies: one
+    the operator talks through (its requests counted) and one for the benchmark's own client
+    (plain HTTP, admin client certificate)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state: Any = None  # tests.localcluster.controlplane.ClusterState
+        self.started: Any = None  # the ControlPlane we started (stopped in close()), else None
+        self.operator_proxy: Any = None
+        self.bench_proxy: Any = None
+        self.operator_kubeconfig = root / "operator.kubeconfig"
+        self.version = "?"
+
+    @classmethod
+    def open(cls, root: Path) -> LocalCluster:
+        self = cls(root)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        from tests.localcluster import controlplane
+        from tests.localcluster.faultproxy import FaultProxy
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state = controlplane.running_cluster()
+        if self.state is None:
+            cp = controlplane.ControlPlane()
+            controlplane.stop_recorded(cp.state_dir)  # leftovers of a crashed run (what the tests do too)
+            t0 = time.monotonic()
+            self.started = cp
+            self.state = cp.start()
+            print(f"controlplane: no local cluster was running; started one in {time.monotonic() - t0:.1f}s "
+                  f"(stopped at the end)")
+        else:
+            age = time.time() - self.state.started_at if self.state.started_at else math.nan
+            print(f"controlplane: reusing the running local cluster (up {age / 60:.0f} min; left running)")
+        ca, cert, key = self._admin_credentials()
+        self.bench_proxy = FaultProxy(self.state.server, ca, client_cert=(cert, key),
+                                      thread_name="fault-proxy-bench").start()
+        self.operator_proxy = FaultProxy(self.state.server, ca, thread_name="fault-proxy-operator").start()
+        asyncio.run(self._bootstrap())
+        print(f"controlplane: {self.state.server} (kube-apiserver {self.version}); operator identity "
+              f"system:serviceaccount:{BENCH_IDENTITY_NAMESPACE}:{BENCH_RELEASE}-operator (chart RBAC) via "
+              f"counting proxy {self.operator_proxy.url}; benchmark client via {self.bench_proxy.url} (admin cert)")
+        sys.stdout.flush()
+
+    @property
+    def url(self) -> str:
+        return str(self.bench_proxy.url)
+
+    def _admin_credentials(self) -> tuple[Path, Path, Path]:
+        """CA, client certificate and key out of the admin kubeconfig's *-data fields."""
+        cfg = yaml.safe_load(Path(self.state.kubeconfig).read_text())
+        ctx = next(c for c in cfg["contexts"] if c["name"] == cfg["current-context"])["context"]
+        cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])["cluster"]
+        user = next(u for u in cfg["users"] if u["name"] == ctx["user"])["user"]
+        out = []
+        for name, data in (("ca.crt", cluster["certificate-authority-data"]),
+                           ("admin.crt", user["client-certificate-data"]),
+                           ("admin.key", user["client-key-data"])):
+            path = self.root / name
+            path.touch(mode=0o600)
+            path.write_bytes(base64.b64decode(data))
+            out.append(path)
+        return out[0], out[1], out[2]
+
+    async def _bootstrap(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            self.version = str((await kube_request(s, "GET", f"{self.url}/version")).get("gitVersion", "?"))
+            await self._ensure_crds(s)
+            await self._make_operator_identity(s)
+
+    async def _ensure_crds(self, s: aiohttp.ClientSession) -> None:
+        """Apply the CRDs of crds/ that the cluster lacks; leave present ones alone (a test suite
+        may share the cluster) but say so if they differ from this tree's."""
+        applied, differ = [], []
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if not doc or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                name = doc["metadata"]["name"]
+                url = f"{self.url}{_CRD_PATH}/{name}"
+                current = await kube_request(s, "GET", url, allow=(404,))
+                if current:
+                    dry = await kube_request(s, "PATCH", url, doc, content_type="application/apply-patch+yaml",
+                                             params={"fieldManager": FIELD_MANAGER, "force": "true",
+                                                     "dryRun": "All"})
+                    if dry.get("spec") != current.get("spec"):
+                        differ.append(name)
+                    continue
+                await kube_request(s, "PATCH", url, doc, content_type="application/apply-patch+yaml",
+                                   params={"fieldManager": FIELD_MANAGER, "force": "true"})
+                applied.append(name)
+        deadline = time.monotonic() + 60
+        for name in applied:
+            while not _established(await kube_request(s, "GET", f"{self.url}{_CRD_PATH}/{name}")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CRD {name} not Established after 60s")
+                await asyncio.sleep(0.2)
+        if applied:
+            print(f"controlplane: applied CRDs {', '.join(applied)}")
+        if differ:
+            print(f"WARNING: CRDs on the cluster differ from crds/ and were left as they are: {', '.join(differ)}")
+
+    async def _make_operator_identity(self, s: aiohttp.ClientSession) -> None:
+        """The chart's ServiceAccount and RBAC (release dockyard-bench), server-side applied, and a
+        kubeconfig with a TokenRequest token of that ServiceAccount pointing at the counting proxy
+        (as tests/plugins/kube.py does for the tests' identity)."""
+        from tests.chart import chartlib
+
+        objects = chartlib.render({"peering": {"enabled": False}}, namespace=BENCH_IDENTITY_NAMESPACE,
+                                  release=BENCH_RELEASE)
+        rbac = [o for o in objects if o["kind"] in _RBAC_PATHS]
+        sa = next(o for o in rbac if o["kind"] == "ServiceAccount")
+        await kube_request(s, "POST", f"{self.url}/api/v1/namespaces",
+                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BENCH_IDENTITY_NAMESPACE}},
+                           allow=(409,))
+        for obj in rbac:
+            path = _RBAC_PATHS[obj["kind"]].format(ns=obj["metadata"].get("namespace") or BENCH_IDENTITY_NAMESPACE,
+                                                   name=obj["metadata"]["name"])
+            await kube_request(s, "PATCH", f"{self.url}{path}", obj, content_type="application/apply-patch+yaml",
+                               params={"fieldManager": FIELD_MANAGER, "force": "true"})
+        token = (await kube_request(
+            s, "POST",
+            f"{self.url}/api/v1/namespaces/{BENCH_IDENTITY_NAMESPACE}/serviceaccounts/{sa['metadata']['name']}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"expirationSeconds": 24 * 3600}}))["status"]["token"]
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+            "clusters": [{"name": "proxy", "cluster": {"server": self.operator_proxy.url}}],
+            "users": [{"name": "dockyard-operator", "user": {"token": token}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "proxy", "user": "dockyard-operator"}}],
+        }
+        self.operator_kubeconfig.touch(mode=0o600)
+        self.operator_kubeconfig.write_text(yaml.safe_dump(cfg))
+
+    def procs_cpu(self) -> dict[str, float]:
+        pids = self.state.pids if self.state is not None else {}
+        return {name: proc_cpu(pids[name]) for name in CLUSTER_PROCS if name in pids}
+
+    def close(self) -> None:
+        for proxy in (self.operator_proxy, self.bench_proxy):
+            if proxy is not None:
+                with contextlib.suppress(Exception):
+                    proxy.stop()
+        if self.started is not None:
+            print("controlplane: stopping the local cluster this run started")
+            self.started.stop()
+            self.started = None
+
+
+def _established(crd: dict[str, Any]) -> bool:
+    conds = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
+@contextlib.contextmanager
+def bench_target(target: str, root: Path) -> Iterator[LocalCluster | None]:
+    """The target's shared pieces for a whole benchmark run: a LocalCluster, or None (emulator)."""
+    if target == "emulator":
+        yield None
+        return
+    if target != "controlplane":
+        raise ValueError(f"unknown target {target!r}")
+    cluster = LocalCluster.open(root / "controlplane")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 class Stack:
-    """Emulator + instant executor + operator for one namespace."""
+    """One namespace with instant Jobs and the operator watching it, on either target: the
+    emulator + instant executor (cluster None) or the local control plane (a LocalCluster)."""
 
-    THREADS = ("kubeapi-emulator", "local-executor", "mlflow-proxy", "MainThread")
+    EMULATOR_THREADS = ("kubeapi-emulator", "local-executor", "mlflow-proxy", "MainThread")
+    CONTROLPLANE_THREADS = ("fault-proxy-operator", "fault-proxy-bench", "mlflow-proxy", "MainThread")
 
     def __init__(self, root: Path, namespace: str, mlflow: Mlflow, *, workers: int,
-                 history_limit: int = 1_000_000) -> None:
+                 history_limit: int = 1_000_000, cluster: LocalCluster | None = None, keep: bool = False) -> None:
         self.root = root
-        self.namespace = namespace
         self.mlflow = mlflow
         self.workers = workers
-        self.emu = EmulatorThread(crd_dirs=[REPO / "crds"], foreign_crds=True, history_limit=history_limit)
+        self.cluster = cluster
+        self.keep = keep
+        self.target = "emulator" if cluster is None else "controlplane"
+        self.emu: EmulatorThread | None = None
+        if cluster is None:
+            self.namespace = namespace
+            self.emu = EmulatorThread(crd_dirs=[REPO / "crds"], foreign_crds=True, history_limit=history_limit)
+            self.threads = self.EMULATOR_THREADS
+        else:
+            # A fresh name each run: a namespace of an earlier run may still be terminating.
+            self.namespace = f"{namespace}-{os.urandom(3).hex()}"
+            self.threads = self.CONTROLPLANE_THREADS
         self.url = ""
         self.kubeconfig = root / "kubeconfig"
         self.executor: LocalExecutor | None = None
         self.operator: OperatorProcess | None = None
+        self._ns_created = False
+
+    @property
+    def api_name(self) -> str:
+        return api_name(self.target)
 
     def start(self, *, operator: bool = True) -> Stack:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.url = self.emu.start()
-        self.emu.write_kubeconfig(self.kubeconfig)
-        asyncio.run(self._bootstrap())
-        self.executor = LocalExecutor(self.kubeconfig, self.root / "executor", mode="instant",
-                                      instant_result=instant_result, namespaces={self.namespace}).start()
+        if self.emu is not None:
+            self.url = self.emu.start()
+            self.emu.write_kubeconfig(self.kubeconfig)
+            asyncio.run(self._bootstrap())
+            self.executor = LocalExecutor(self.kubeconfig, self.root / "executor", mode="instant",
+                                          instant_result=instant_result, namespaces={self.namespace}).start()
+        else:
+            assert self.cluster is not None
+            self.url = self.cluster.url
+            self.kubeconfig = self.cluster.operator_kubeconfig
+            asyncio.run(self._bootstrap())
         if operator:
             self.start_operator()
         return self
 
     async def _bootstrap(self) -> None:
         async with aiohttp.ClientSession() as s:
-            await post(s, f"{self.url}/api/v1/namespaces",
-                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
-            await post(s, f"{self.url}/api/v1/namespaces/{self.namespace}/configmaps",
+            base = f"{self.url}/api/v1/namespaces"
+            if self.emu is not None:
+                await post(s, base, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}})
+            else:
+                from tests.localcluster import nodeagent
+
+                labels = {nodeagent.INSTANT_LABEL: "instant", **POD_SECURITY_LABELS}
+                await post(s, base, {"apiVersion": "v1", "kind": "Namespace",
+                                     "metadata": {"name": self.namespace, "labels": labels}})
+                self._ns_created = True
+                await post(s, f"{base}/{self.namespace}/configmaps",
+                           {"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": nodeagent.INSTANT_RESULTS, "namespace": self.namespace},
+                            "data": INSTANT_RESULTS})
+                # Pods are refused until the serviceaccount controller made "default".
+                deadline = time.monotonic() + 60
+                while not await kube_request(s, "GET", f"{base}/{self.namespace}/serviceaccounts/default",
+                                             allow=(404,)):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no default ServiceAccount in {self.namespace} after 60s")
+                    await asyncio.sleep(0.1)
+            await post(s, f"{base}/{self.namespace}/configmaps",
                        {"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": "iris-data", "namespace": self.namespace},
-                        "data": {"iris.csv": "sepal_length,sepal_width,petal_length,petal_width,species\n"}})
+                        "metadata": {"name": "iris-data", "namespace": self.namespace}, "data": IRIS_DATA})
 
     def start_operator(self) -> OperatorProcess:
         if self.operator is None:
@@ -290,7 +570,8 @@ class Stack:
     def cpu(self) -> CpuSample:
         op = proc_cpu(self.operator_pid) if self.operator and self.operator.alive() else 0.0
         return CpuSample(time.monotonic(), op, self.mlflow.cpu(),
-                         {n: thread_cpu(_thread_id(n)) for n in self.THREADS})
+                         {n: thread_cpu(_thread_id(n)) for n in self.threads},
+                         self.cluster.procs_cpu() if self.cluster is not None else {})
 
     def stop(self) -> None:
         if self.operator is not None:
@@ -299,22 +580,57 @@ class Stack:
         if self.executor is not None:
             with contextlib.suppress(Exception):
                 self.executor.stop()
-        with contextlib.suppress(Exception):
-            self.emu.stop()
+        if self.emu is not None:
+            with contextlib.suppress(Exception):
+                self.emu.stop()
+        if self.cluster is not None and self._ns_created:
+            if self.keep:
+                print(f"namespace kept: {self.namespace}")
+            else:
+                try:
+                    took = asyncio.run(self._delete_namespace())
+                    print(f"cleanup: namespace {self.namespace} deleted in {took:.1f}s")
+                except Exception as e:
+                    print(f"cleanup: namespace {self.namespace} not deleted: {e}")
+
+    async def _delete_namespace(self, timeout: float = 300) -> float:
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as s:
+            url = f"{self.url}/api/v1/namespaces/{self.namespace}"
+            await kube_request(s, "DELETE", url, allow=(404,))
+            while await kube_request(s, "GET", url, allow=(404,)):
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"still terminating after {timeout:.0f}s")
+                await asyncio.sleep(0.5)
+        return time.monotonic() - t0
 
     # -- request accounting ------------------------------------------------------------
     def counts(self) -> dict[tuple[str, str], int]:
-        return self.emu.counters.snapshot()
+        """Requests by (verb, resource): every client's on the emulator, the operator's only on
+        the control plane (its counting proxy)."""
+        if self.emu is not None:
+            return self.emu.counters.snapshot()
+        assert self.cluster is not None
+        return dict(self.cluster.operator_proxy.counters.snapshot())
 
     def delta(self, before: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
         now = self.counts()
         return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0) > 0}
 
 
-def split_requests(delta: dict[tuple[str, str], int], bench_own: Counter[tuple[str, str]] | None = None
+def api_name(target: str) -> str:
+    return "emulator" if target == "emulator" else "apiserver"
+
+
+def split_requests(delta: dict[tuple[str, str], int], bench_own: Counter[tuple[str, str]] | None = None,
+                   *, target: str = "emulator"
                    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int], dict[tuple[str, str], int]]:
-    """(operator requests, executor requests, watches) from a counter delta."""
-    own = bench_own or Counter()
+    """(operator requests, executor requests, watches) from a counter delta.
+
+    On the emulator the counters hold every client's requests: `bench_own` (the benchmark's own)
+    is subtracted and the executor's are split off. On the control plane they hold the
+    operator's only (its proxy): nothing is subtracted and the executor part is empty."""
+    own = (bench_own or Counter()) if target == "emulator" else Counter()
     op: dict[tuple[str, str], int] = {}
     ex: dict[tuple[str, str], int] = {}
     watches: dict[tuple[str, str], int] = {}
@@ -324,11 +640,19 @@ def split_requests(delta: dict[tuple[str, str], int], bench_own: Counter[tuple[s
             continue
         if verb == "watch":
             watches[(verb, res)] = n
-        elif (verb, res) in EXECUTOR_REQUESTS:
+        elif target == "emulator" and (verb, res) in EXECUTOR_REQUESTS:
             ex[(verb, res)] = n
         else:
             op[(verb, res)] = n
     return op, ex, watches
+
+
+def executor_line(target: str, ex: dict[tuple[str, str], int], label: str) -> str:
+    if target == "emulator":
+        return f"{label}: {fmt_counts(ex)}"
+    return (f"{label}: not counted on the controlplane target (kube-controller-manager, kube-scheduler and "
+            f"the node agent do that work and talk to the apiserver directly; only the operator's requests "
+            f"go through the counting proxy)")
 
 
 def cpu_report(a: CpuSample, b: CpuSample, requests: int, mlflow_calls: int) -> list[str]:
@@ -336,24 +660,57 @@ def cpu_report(a: CpuSample, b: CpuSample, requests: int, mlflow_calls: int) -> 
     op = b.operator - a.operator
     ml = b.mlflow - a.mlflow
     th = {k: b.threads[k] - a.threads.get(k, 0.0) for k in b.threads}
-    emu = th.get("kubeapi-emulator", 0.0)
+
+    def row(label: str, sec: float, extra: str = "") -> str:
+        return f"  {label:<26}{sec:7.2f} s  {100 * sec / wall:5.0f}%{extra}"
+
     lines = [
         f"cpu over {wall:.1f}s wall (seconds of CPU, % of one core):",
-        f"  operator process          {op:7.2f} s  {100 * op / wall:5.0f}%",
-        f"  mlflow server (+workers)  {ml:7.2f} s  {100 * ml / wall:5.0f}%"
-        + (f"   {1000 * ml / mlflow_calls:.1f} ms/call over {mlflow_calls} calls" if mlflow_calls else ""),
-        f"  emulator thread           {emu:7.2f} s  {100 * emu / wall:5.0f}%"
-        + (f"   {1000 * emu / requests:.2f} ms/request over {requests} requests (ceiling ~{requests / emu:.0f} req/s)"
-           if requests and emu else ""),
-        f"  executor thread           {th.get('local-executor', 0):7.2f} s  "
-        f"{100 * th.get('local-executor', 0) / wall:5.0f}%",
-        f"  mlflow proxy thread       {th.get('mlflow-proxy', 0):7.2f} s  {100 * th.get('mlflow-proxy', 0) / wall:5.0f}%",
-        f"  benchmark client thread   {th.get('MainThread', 0):7.2f} s  {100 * th.get('MainThread', 0) / wall:5.0f}%",
+        row("operator process", op),
+        row("mlflow server (+workers)", ml,
+            f"   {1000 * ml / mlflow_calls:.1f} ms/call over {mlflow_calls} calls" if mlflow_calls else ""),
+    ]
+    if "kubeapi-emulator" in b.threads:
+        emu = th.get("kubeapi-emulator", 0.0)
+        lines += [
+            row("emulator thread", emu,
+                f"   {1000 * emu / requests:.2f} ms/request over {requests} requests (ceiling ~{requests / emu:.0f} "
+                f"req/s)" if requests and emu else ""),
+            row("executor thread", th.get("local-executor", 0.0)),
+        ]
+    for name in b.procs:
+        lines.append(row(name, b.procs[name] - a.procs.get(name, 0.0)))
+    if b.procs:
+        total = sum(b.procs[n] - a.procs.get(n, 0.0) for n in b.procs)
+        lines.append(row("cluster processes, sum", total,
+                         f"   (whole processes: every client of the shared cluster counts, not only this "
+                         f"benchmark; the operator made {requests} of the API requests)"))
+    if "fault-proxy-operator" in b.threads:
+        lines += [row("operator API proxy thread", th.get("fault-proxy-operator", 0.0)),
+                  row("benchmark API proxy thread", th.get("fault-proxy-bench", 0.0))]
+    lines += [
+        row("mlflow proxy thread", th.get("mlflow-proxy", 0.0)),
+        row("benchmark client thread", th.get("MainThread", 0.0)),
     ]
     return lines
 
 
 # -- HTTP helpers -----------------------------------------------------------------------------
+
+async def kube_request(session: aiohttp.ClientSession, method: str, url: str, body: Any = None, *,
+                       params: dict[str, str] | None = None, content_type: str = "application/json",
+                       allow: tuple[int, ...] = ()) -> dict[str, Any]:
+    """One API request; the JSON answer ({} for a status in `allow`); RuntimeError on another error."""
+    data = json.dumps(body) if body is not None else None
+    async with session.request(method, url, data=data, params=params,
+                               headers={"Content-Type": content_type} if data is not None else {}) as resp:
+        out = await resp.json(content_type=None)
+        if resp.status in allow:
+            return {}
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {url} -> {resp.status}: {str(out)[:300]}")
+        return dict(out or {})
+
 
 async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
     async with session.post(url, json=body) as resp:
@@ -597,10 +954,14 @@ class Batch:
     api_probe: list[float]  # latency of a GET of one small object, sampled every 50 ms meanwhile
     mlflow_latency: list[float]  # every MLflow call's latency, as the proxy saw it
     reconciles: tuple[float, float]  # TrainingRun reconciles (count, seconds) in the operator
+    target: str = "emulator"
 
     @property
     def bench_own(self) -> Counter[tuple[str, str]]:
-        """Requests this benchmark made itself (creates and the probe), to subtract from the counters."""
+        """Requests this benchmark made itself (creates and the probe), to subtract from the counters
+        (emulator); none on the control plane, whose counters see the operator's requests only."""
+        if self.target != "emulator":
+            return Counter()
         return Counter({("create", "trainingruns"): self.n, ("get", "configmaps"): len(self.api_probe) + 1})
 
     @property
@@ -658,7 +1019,7 @@ async def run_trainingruns(stack: Stack, sess: aiohttp.ClientSession, bodies: li
     rec1 = reconcile_stats(stack)
     return Batch(len(bodies), t0, created, obs, t_jobs, t_done, cpu0, cpu_jobs, cpu_done, counts_jobs,
                  counts_done, ml_jobs, ml_done, hwm, ok_done, probe, stack.mlflow.proxy.latency_since(t0),
-                 (rec1[0] - rec0[0], rec1[1] - rec0[1]))
+                 (rec1[0] - rec0[0], rec1[1] - rec0[1]), stack.target)
 
 
 async def api_probe(sess: aiohttp.ClientSession, url: str, out: list[float], every: float = 0.05) -> None:
@@ -714,8 +1075,13 @@ asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
 
 def emulator_ceiling(stack: Stack, tr_name: str, job_name: str, seconds: float = 4.0) -> str:
     """Requests/s the emulator serves to a client in another process (so the client costs this
-    process nothing), for three request shapes the operator makes, with the objects already loaded."""
+    process nothing), for three request shapes the operator makes, with the objects already loaded.
+    Emulator target only."""
     import subprocess
+
+    if stack.target != "emulator":
+        return (f"emulator ceiling: skipped (target {stack.target}: there is no emulator; the cluster processes' "
+                f"CPU is in the cpu report above)")
 
     def rate(url: str, conc: int, method: str) -> float:
         out = subprocess.run([sys.executable, "-c", _CEILING_CLIENT, url, str(seconds), str(conc), method],

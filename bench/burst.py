@@ -1,16 +1,18 @@
 """Benchmark (not a test): a burst of TrainingRuns applied at once.
 
-    .venv/bin/python bench/burst.py [--counts 100,300,1000] [--workers 16]
+    .venv/bin/python bench/burst.py [--target controlplane|emulator] [--counts 100,300,1000] [--workers 16]
 
-For each count: a fresh emulator, namespace and operator process (one MLflow server for all),
-one Ready Dataset, then N TrainingRuns created at once. Prints the time until every training
-Job exists and until every TrainingRun is Succeeded (from the first create sent), CR/s, the
-operator's peak RSS (VmHWM), and where the CPU went.
+For each count: a fresh namespace and operator process (and, on the emulator target, a fresh
+emulator; one MLflow server and, on the control plane, one cluster for all), one Ready
+Dataset, then N TrainingRuns created at once. Prints the time until every training Job exists
+and until every TrainingRun is Succeeded (from the first create sent), CR/s, the operator's
+peak RSS (VmHWM), and where the CPU went.
 
 The comparison that matters: a client limited to 20 requests/s (the client-go /
 controller-runtime default, QPS=20) needs at least N*W/20 seconds when each TrainingRun costs
-W API writes, whatever its concurrency. W is counted with the emulator's request counters
-(the operator's writes only: not the executor's Pod/Job status writes, not our creates).
+W API writes, whatever its concurrency. W is counted with request counters: the emulator's
+(the executor's Pod/Job status writes and our creates subtracted) or, on the control plane,
+the counting proxy the operator talks through (its requests only).
 Goals (issue 7): 1000 Jobs in <= 20 s; operator RSS <= 150 MB with 1000 objects.
 """
 
@@ -28,11 +30,15 @@ from _harness import (
     Batch,
     Mlflow,
     Stack,
+    add_target_argument,
+    api_name,
+    bench_target,
     cleanup,
     cpu_report,
     dist_line,
     emulator_ceiling,
     ensure_datasets,
+    executor_line,
     fmt_counts,
     loadavg,
     print_header,
@@ -48,35 +54,41 @@ QPS = 20.0
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_target_argument(p)
     p.add_argument("--counts", default="100,300,1000", help="comma-separated burst sizes")
     p.add_argument("--workers", type=int, default=16, help="operator DOCKYARD_WORKERS (chart default 16)")
     p.add_argument("--mlflow-workers", type=int, default=2, help="MLflow server workers (chart default 2)")
     p.add_argument("--models", type=int, default=10, help="distinct model names the TrainingRuns register")
     p.add_argument("--timeout", type=float, default=1800.0, help="per burst")
     p.add_argument("--no-ceiling", dest="ceiling", action="store_false",
-                   help="skip measuring the emulator's own request ceiling after each burst")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (operator logs, MLflow db)")
+                   help="skip measuring the emulator's own request ceiling after each burst (emulator target)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (operator logs, MLflow db) and, on the control plane, the namespaces")
     args = p.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
     print_header("burst", {**vars(args), "qps_budget": QPS})
 
     root = workdir("dockyard-bench-burst-")
-    mlflow = Mlflow.start(root, args.mlflow_workers)
     rows = []
     try:
-        for n in counts:
-            stack = Stack(root / f"burst-{n}", f"bench-burst-{n}", mlflow, workers=args.workers)
+        with bench_target(args.target, root) as cluster:
+            mlflow = Mlflow.start(root, args.mlflow_workers)
             try:
-                stack.start()
-                print(f"\n== burst of {n} TrainingRuns (loadavg before: {loadavg()})")
-                b = asyncio.run(burst(stack, n, args))
-                rows.append(report(b))
-                if args.ceiling:
-                    print(emulator_ceiling(stack, "tr-0000", "tr-0000-train-1"))
+                for n in counts:
+                    stack = Stack(root / f"burst-{n}", f"bench-burst-{n}", mlflow, workers=args.workers,
+                                  cluster=cluster, keep=args.keep)
+                    try:
+                        stack.start()
+                        print(f"\n== burst of {n} TrainingRuns (loadavg before: {loadavg()})")
+                        b = asyncio.run(burst(stack, n, args))
+                        rows.append(report(b))
+                        if args.ceiling:
+                            print(emulator_ceiling(stack, "tr-0000", "tr-0000-train-1"))
+                    finally:
+                        stack.stop()
             finally:
-                stack.stop()
+                mlflow.stop()
     finally:
-        mlflow.stop()
         cleanup(root, args.keep)
 
     print("\n== summary")
@@ -107,18 +119,18 @@ def report(b: Batch) -> dict[str, float]:
     to_job = [b.observer.jobs[k] - t[0] for k, t in b.created.items() if k in b.observer.jobs]
     print(dist_line("create -> Job", to_job))
     print(dist_line("create request itself", [t[1] - t[0] for t in b.created.values()]))
-    print(dist_line("API probe GET (emulator)", b.api_probe))
+    print(dist_line(f"API probe GET ({api_name(b.target)})", b.api_probe))
     print(dist_line("MLflow call (via proxy)", b.mlflow_latency))
     print(f"operator peak RSS (VmHWM): {b.peak_rss_mb:.1f} MB")
 
-    op_done, ex_done, _ = split_requests(b.counts_done, b.bench_own)
-    op_jobs, _, _ = split_requests(b.counts_jobs, b.bench_own)
+    op_done, ex_done, _ = split_requests(b.counts_done, b.bench_own, target=b.target)
+    op_jobs, _, _ = split_requests(b.counts_jobs, b.bench_own, target=b.target)
     w_done = sum(v for (verb, _), v in op_done.items() if verb in WRITE_VERBS) / n
     w_done_no_events = sum(v for (verb, res), v in op_done.items() if verb in WRITE_VERBS and res != "events") / n
     r_done = sum(v for (verb, _), v in op_done.items() if verb not in WRITE_VERBS) / n
     w_jobs = sum(v for (verb, _), v in op_jobs.items() if verb in WRITE_VERBS) / n
     print(f"operator requests, create -> all Succeeded: {fmt_counts(op_done)}")
-    print(f"executor requests (kubelet/Job controller stand-in): {fmt_counts(ex_done)}")
+    print(executor_line(b.target, ex_done, "executor requests (kubelet/Job controller stand-in)"))
     print(f"per TrainingRun: W={w_done:.2f} writes ({w_done_no_events:.2f} without Events), R={r_done:.2f} reads; "
           f"until the last Job existed: {w_jobs:.2f} writes")
     ml = sum(b.mlflow_done.values())

@@ -1,17 +1,20 @@
 """Benchmark (not a test): reconcile latency of TrainingRuns.
 
-    .venv/bin/python bench/reconcile_latency.py [--count 100] [--concurrency 100] [--workers 16]
+    .venv/bin/python bench/reconcile_latency.py [--target controlplane|emulator] [--count 100]
+        [--concurrency 100] [--workers 16]
 
-Against the API emulator, the local executor in instant mode (Jobs succeed at once) and a real
-MLflow server behind the counting proxy, with the real operator as a separate process: create
-N TrainingRuns (at most --concurrency requests in flight) and measure, per TrainingRun,
+Against the local control plane (default; node agent in instant mode) or the API emulator
+with the local executor in instant mode (Jobs succeed at once either way), a real MLflow
+server behind the counting proxy, and the real operator as a separate process: create N
+TrainingRuns (at most --concurrency requests in flight) and measure, per TrainingRun,
 
 * create -> its training Job exists (seen on a watch of Jobs),
 * create -> status.phase Running (seen on a watch of TrainingRuns),
 
 from the moment the create request was sent (also from when it was acknowledged, which leaves
-out the emulator's own queueing of the creates). Prints p50/p95/p99/max, the API requests and
-MLflow calls per TrainingRun, and where the CPU went (operator, MLflow, emulator, executor).
+out the API server's own queueing of the creates). Prints p50/p95/p99/max, the API requests and
+MLflow calls per TrainingRun, and where the CPU went (operator, MLflow, and the emulator and
+executor threads or the cluster's processes).
 Goal (issue 7): p50 <= 50 ms, p99 <= 250 ms on the 2-core machine.
 """
 
@@ -27,10 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
     Mlflow,
     Stack,
+    add_target_argument,
+    bench_target,
     cleanup,
     cpu_report,
     dist_line,
     ensure_datasets,
+    executor_line,
     fmt_counts,
     loadavg,
     percentile,
@@ -45,6 +51,7 @@ from _harness import (
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_target_argument(p)
     p.add_argument("--count", type=int, default=100, help="TrainingRuns to create")
     p.add_argument("--concurrency", type=int, default=100, help="create requests in flight at once")
     p.add_argument("--workers", type=int, default=16, help="operator DOCKYARD_WORKERS (chart default 16)")
@@ -52,19 +59,24 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5, help="TrainingRuns run to completion before measuring")
     p.add_argument("--models", type=int, default=10, help="distinct model names the TrainingRuns register")
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--keep", action="store_true", help="keep the work dir (operator log, MLflow db)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (operator log, MLflow db) and, on the control plane, the namespace")
     args = p.parse_args()
     print_header("reconcile_latency", vars(args))
 
     root = workdir("dockyard-bench-latency-")
-    mlflow = Mlflow.start(root, args.mlflow_workers)
-    stack = Stack(root / "stack", "bench-latency", mlflow, workers=args.workers)
     try:
-        stack.start()
-        return asyncio.run(measure(stack, args))
+        with bench_target(args.target, root) as cluster:
+            mlflow = Mlflow.start(root, args.mlflow_workers)
+            stack = Stack(root / "stack", "bench-latency", mlflow, workers=args.workers, cluster=cluster,
+                          keep=args.keep)
+            try:
+                stack.start()
+                return asyncio.run(measure(stack, args))
+            finally:
+                stack.stop()
+                mlflow.stop()
     finally:
-        stack.stop()
-        mlflow.stop()
         cleanup(root, args.keep)
 
 
@@ -94,15 +106,15 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
     print(dist_line("create acked -> Running", [running[n] - acked[n] for n in acked if n in running]))
     print(dist_line("create request itself", [acked[n] - sent[n] for n in sent]))
     print(f"all {b.n} Jobs exist after {b.t_all_jobs - b.t0:.2f}s; all Succeeded after {b.t_done_s:.2f}s")
-    op, ex, _ = split_requests(b.counts_done, b.bench_own)
+    op, ex, _ = split_requests(b.counts_done, b.bench_own, target=b.target)
     print(f"operator API requests per TrainingRun (create -> Succeeded): {sum(op.values()) / b.n:.1f} "
           f"[{fmt_counts(op)}]")
-    print(f"executor API requests (kubelet/Job controller stand-in): {fmt_counts(ex)}")
+    print(executor_line(b.target, ex, "executor API requests (kubelet/Job controller stand-in)"))
     ml = sum(b.mlflow_done.values())
     print(f"MLflow calls per TrainingRun: {ml / b.n:.1f} [{fmt_counts(b.mlflow_done)}]")
     ml_jobs = sum(b.mlflow_jobs.values())
     print(f"  of which before the last Job existed: {ml_jobs} [{fmt_counts(b.mlflow_jobs)}]")
-    print(dist_line("API probe GET (emulator)", b.api_probe))
+    print(dist_line(f"API probe GET ({stack.api_name})", b.api_probe))
     print(dist_line("MLflow call (via proxy)", b.mlflow_latency))
     print(f"  MLflow p50 by endpoint (ms): {stack.mlflow.proxy.p50_by_endpoint(b.t0)}")
     n_rec, s_rec = b.reconciles

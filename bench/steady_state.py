@@ -1,14 +1,17 @@
 """Benchmark (not a test): what a converged operator costs, and what a restart costs.
 
-    .venv/bin/python bench/steady_state.py [--minutes 5] [--trainingruns 1000] [--datasets 100] [--deployments 50]
+    .venv/bin/python bench/steady_state.py [--target controlplane|emulator] [--minutes 5] [--trainingruns 1000]
+        [--datasets 100] [--deployments 50]
 
-Loads Ready Datasets, Succeeded TrainingRuns (through the real operator, instant Jobs) and
-Ready ModelDeployments (pinned versions, builtin router), waits until nothing has touched the
-API or MLflow for --quiet seconds, then:
+Against the local control plane (default; node agent in instant mode) or the API emulator
+(local executor in instant mode): loads Ready Datasets, Succeeded TrainingRuns (through the
+real operator, instant Jobs) and Ready ModelDeployments (pinned versions, builtin router),
+waits until the operator has made no API request and no MLflow call for --quiet seconds, then:
 
-1. steady state: runs for --minutes and counts API requests by verb/resource (emulator
-   counters) and MLflow calls by endpoint (counting proxy). Goal (issue 7): 0 writes and
-   0 MLflow calls once converged;
+1. steady state: runs for --minutes and counts API requests by verb/resource (the emulator's
+   counters, every client; or on the control plane the operator's counting proxy) and MLflow
+   calls by endpoint (counting proxy). Goal (issue 7): 0 writes and 0 MLflow calls once
+   converged;
 2. resume: kills the operator (SIGKILL), starts a new one and counts what it costs until quiet
    again: API requests by verb/resource, MLflow calls, time until quiet, peak RSS.
 """
@@ -29,12 +32,15 @@ from _harness import (
     Mlflow,
     Observer,
     Stack,
+    add_target_argument,
+    bench_target,
     cleanup,
     code_version,
     cpu_report,
     create_all,
     emulator_ceiling,
     ensure_datasets,
+    executor_line,
     fmt_counts,
     loadavg,
     modeldeployment,
@@ -51,6 +57,7 @@ from _harness import (
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_target_argument(p)
     p.add_argument("--minutes", type=float, default=5.0, help="length of the steady-state window")
     p.add_argument("--trainingruns", type=int, default=1000)
     p.add_argument("--datasets", type=int, default=100)
@@ -63,20 +70,25 @@ def main() -> int:
                         "(chart: readiness every 10 s, liveness every 20 s); 0 = off")
     p.add_argument("--quiet", type=float, default=10.0, help="seconds without any request that count as converged")
     p.add_argument("--timeout", type=float, default=3600.0, help="for loading")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (operator log, MLflow db)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (operator log, MLflow db) and, on the control plane, the namespace")
     args = p.parse_args()
     args.models = max(1, min(args.models, args.trainingruns // 2))
     print_header("steady_state", vars(args))
 
     root = workdir("dockyard-bench-steady-")
-    mlflow = Mlflow.start(root, args.mlflow_workers)
-    stack = Stack(root / "stack", "bench-steady", mlflow, workers=args.workers)
     try:
-        stack.start()
-        return asyncio.run(measure(stack, args))
+        with bench_target(args.target, root) as cluster:
+            mlflow = Mlflow.start(root, args.mlflow_workers)
+            stack = Stack(root / "stack", "bench-steady", mlflow, workers=args.workers, cluster=cluster,
+                          keep=args.keep)
+            try:
+                stack.start()
+                return asyncio.run(measure(stack, args))
+            finally:
+                stack.stop()
+                mlflow.stop()
     finally:
-        stack.stop()
-        mlflow.stop()
         cleanup(root, args.keep)
 
 
@@ -115,10 +127,11 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
         c0, m0, cpu0 = stack.counts(), stack.mlflow.proxy.snapshot(), stack.cpu()
         probes = await kubelet_probes(stack, args.minutes * 60, args.probe_period)
         delta, ml, cpu1 = stack.delta(c0), stack.mlflow.proxy.calls_since(m0), stack.cpu()
-        op, ex, watches = split_requests(delta)
+        op, ex, watches = split_requests(delta, target=stack.target)
         writes = {k: v for k, v in delta.items() if k[0] in WRITE_VERBS}
         print(f"API writes: {sum(writes.values())} [{fmt_counts(writes)}]")
-        print(f"API requests other than watches: operator {fmt_counts(op)}; executor {fmt_counts(ex)}")
+        print(f"API requests other than watches: operator {fmt_counts(op)}")
+        print("  " + executor_line(stack.target, ex, "executor"))
         print(f"watch requests (re-established long polls, not writes): {fmt_counts(watches)}")
         print(f"MLflow calls: {sum(ml.values())} [{fmt_counts(ml)}]")
         ping = ml.get("GET experiments/get-by-name", 0)
@@ -142,7 +155,6 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
         cpu0 = stack.cpu()
         quiet, last = await wait_quiet(stack, args.quiet, 600, mlflow=stack.mlflow, since=t_start)
         delta, ml, cpu1 = stack.delta(c0), stack.mlflow.proxy.calls_since(m0), stack.cpu()
-        op, ex, watches = split_requests(delta)
         writes = {k: v for k, v in delta.items() if k[0] in WRITE_VERBS}
         print(f"live after {t_live - t_start:.2f}s; last request {last - t_start:.2f}s after start "
               f"(quiet for {args.quiet:.0f}s: {quiet})")

@@ -263,16 +263,6 @@ class KubeClient:
                 return False
             raise
 
-    async def read_pod_log(self, namespace: str, name: str, tail_lines: int = 20) -> str:
-        path = resource_path("v1", "Pod", namespace, name, "log")
-        try:
-            session = await self._get_session()
-            url = self._conn.server + path + "?" + urlencode({"tailLines": tail_lines})
-            async with session.get(url) as resp:
-                return await resp.text() if resp.status < 400 else ""
-        except aiohttp.ClientError:
-            return ""
-
 
 def _error_from(status: int, text: str) -> ApiError:
     try:

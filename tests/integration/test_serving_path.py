@@ -1,8 +1,8 @@
-"""Serving path on the emulator: ModelDeployment -> variant Deployments/Services + router.
+"""Serving path: ModelDeployment -> variant Deployments/Services + router, on the real control
+plane (the node agent runs the fetch-model init containers, MLServer and nginx for real).
 
 Model versions are trained and registered for real in the MLflow server; the operator
-resolves them through the MLflow proxy (which counts its calls). The local executor marks
-Deployments available the way the Deployment controller and kubelet would.
+resolves them through the MLflow proxy (which counts its calls).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.test_training_path import cond, example, phase
 from tests.mlflowproxy import MlflowProxy
-from tests.plugins.kube import KubeEnv
+from tests.plugins.kube import KubeEnv, has_condition
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.runtime.helpers import train_and_register
@@ -219,10 +220,12 @@ def test_unknown_alias_and_version_are_reported(
 def test_missing_router_crd_is_reported(
     kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
 ) -> None:
-    kube.require_emulator("removes a CRD from the shared emulator for the duration of the test")
+    if kube.cluster.kind == "kubeconfig":
+        pytest.skip("deletes the HTTPRoute CRD for the duration of the test: not on someone else's cluster")
     crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io"
     saved = kube.cluster.request("GET", crd_path)
     kube.cluster.request("DELETE", crd_path)
+    kube.wait_for(lambda: not _exists(kube, crd_path), timeout=60, message="HTTPRoute CRD deleted")
     try:
         kube.apply(
             md(
@@ -242,7 +245,20 @@ def test_missing_router_crd_is_reported(
         assert operator.alive()
     finally:
         saved["metadata"] = {"name": saved["metadata"]["name"]}
+        saved.pop("status", None)
         kube.cluster.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", saved)
+        kube.wait_for(lambda: has_condition(kube.cluster.request("GET", crd_path), "Established"), timeout=60,
+                      message="HTTPRoute CRD back")
+
+
+def _exists(kube: KubeEnv, path: str) -> bool:
+    try:
+        kube.cluster.request("GET", path)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
 
 
 @pytest.mark.parametrize("router", ["gateway", "istio"])
@@ -268,6 +284,45 @@ def test_mesh_routers_emit_weighted_routes(
     assert route is not None
     text = str(route["spec"])
     assert "iris-a" in text and "iris-b" in text
+
+
+def test_seldon_router_hands_serving_to_one_seldondeployment(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+) -> None:
+    kube.apply(
+        md(
+            model,
+            [{"name": "a", "version": "1", "weight": 3}, {"name": "b", "version": "2", "weight": 1}],
+            router={"type": "seldon"},
+        )
+    )
+    sdep = kube.wait_for_object("SeldonDeployment", "iris", timeout=60)
+    traffic = {p["name"]: p["traffic"] for p in sdep["spec"]["predictors"]}
+    assert traffic == {"a": 75, "b": 25}
+    waiting = kube.wait_for_object(
+        "ModelDeployment", "iris", lambda o: cond(o, "RouterReady").get("status") == "False", timeout=30
+    )
+    assert "not available" in cond(waiting, "RouterReady")["message"]
+    assert kube.get("Deployment", "iris-a") is None, "Seldon runs the servers: no Dockyard Deployments"
+    # Seldon's controller is not installed here (its module is not on the proxy): report what
+    # it reports when the predictors are up, and the operator must notice on its next look.
+    kube.patch("SeldonDeployment", "iris", {"status": {"state": "Available"}}, subresource="status")
+    ready(kube, timeout=120)
+
+
+def test_router_type_change_prunes_the_builtin_router(
+    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+) -> None:
+    variants = [{"name": "a", "version": "1", "weight": 1}]
+    kube.apply(md(model, variants))
+    ready(kube)
+    assert kube.get("ConfigMap", "iris-router") is not None
+    kube.apply(md(model, variants, router={"type": "istio"}))
+    ready(kube)
+    assert kube.get("VirtualService", "iris") is not None
+    kube.wait_for_deleted("Deployment", "iris-router")
+    kube.wait_for_deleted("ConfigMap", "iris-router")
+    assert kube.get("Deployment", "iris-a") is not None
 
 
 def test_steady_state_makes_no_writes_and_no_mlflow_calls(

@@ -15,6 +15,13 @@ authentication and RBAC stay the apiserver's. On the way it can:
 and it counts requests by (verb, resource) as :class:`~tests.localcluster.faults.Counters`.
 The fault and counter objects are the same classes the API emulator uses, so tests written
 for one run against the other.
+
+With ``client_cert=(cert_path, key_path)`` the proxy presents that client certificate on its
+TLS connections to the apiserver, so requests that carry no ``Authorization`` header are made
+as the certificate's identity (the benchmarks give their own plain-HTTP client the admin
+identity this way). The apiserver tries client certificates before bearer tokens, so a proxy
+with a certificate must not carry a client that should act as someone else (an operator with
+its ServiceAccount token needs a proxy of its own, without one).
 """
 
 from __future__ import annotations
@@ -66,9 +73,20 @@ def verb_resource(method: str, path: str, watch: bool) -> tuple[str, str] | None
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, ca_file: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        ca_file: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        client_cert: tuple[str | Path, str | Path] | None = None,
+        thread_name: str = "fault-proxy",
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.ca_file = str(ca_file)
+        self.client_cert = (str(client_cert[0]), str(client_cert[1])) if client_cert else None
+        self.thread_name = thread_name
         self.host, self.port = host, port
         self.faults = Faults()
         self.counters = Counters()
@@ -88,7 +106,8 @@ class FaultProxy:
     # ------------------------------------------------------------ lifecycle (own thread)
 
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+        self._ssl = self._ssl_context()  # here, so a bad CA or client certificate raises in the caller
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("fault proxy did not start")
@@ -100,16 +119,21 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(15)
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        ctx.check_hostname = False
+        if self.client_cert is not None:
+            ctx.load_cert_chain(*self.client_cert)
+        return ctx
+
     def _run(self) -> None:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        ctx.check_hostname = False
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=200), auto_decompress=False
+            connector=aiohttp.TCPConnector(ssl=self._ssl, limit=200), auto_decompress=False
         )
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -1442,8 +1442,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serving-key", required=True)
     p.add_argument("--client-ca", required=True)
     p.add_argument("--cpu", type=int, default=0,
-                   help="CPU capacity to advertise (default: this machine's); see the README on why the "
-                        "local cluster advertises more than it has")
+                   help="CPU capacity to advertise (default: this machine's)")
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)

@@ -83,6 +83,7 @@ _KINDS: dict[str, tuple[str, str, bool]] = {
     "PersistentVolume": ("v1", "persistentvolumes", False),
     "Job": ("batch/v1", "jobs", True),
     "Lease": ("coordination.k8s.io/v1", "leases", True),
+    "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices", True),
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
 }
 
@@ -595,6 +596,47 @@ class KubeEnv:
         self, kind: str, name: str, namespace: str | None = None, timeout: float = 30.0
     ) -> None:
         self.wait_for(lambda: self.get(kind, name, namespace) is None, timeout, message=f"{kind} {name} gone")
+
+    def wait_service_settled(self, name: str, timeout: float = 120.0) -> None:
+        """Wait until Service ``name`` sends traffic only to its current Pods: no selected Pod is
+        terminating (old Pods fully gone), its EndpointSlices list exactly the Ready Pods, and
+        (local control plane) kube-proxy has synced its rules since. A client of a real cluster
+        cannot know this; a test that counts which backend answered must."""
+        svc = self.get("Service", name)
+        assert svc is not None, f"Service {name}"
+        selector = ",".join(f"{k}={v}" for k, v in sorted((svc["spec"].get("selector") or {}).items()))
+
+        def settled() -> bool:
+            pods = self.list("Pod", label_selector=selector)
+            if not pods or any(p["metadata"].get("deletionTimestamp") for p in pods):
+                return False
+            ready = {p["status"].get("podIP") for p in pods if has_condition(p, "Ready")}
+            if len(ready) != len(pods):
+                return False
+            slices = self.list("EndpointSlice", label_selector=f"kubernetes.io/service-name={name}")
+            endpoints = [e for s in slices for e in s.get("endpoints") or []]
+            serving = {a for e in endpoints if (e.get("conditions") or {}).get("ready") for a in e["addresses"]}
+            return serving == ready and len(endpoints) == len(ready)
+
+        self.wait_for(settled, timeout, interval=0.2, message=f"Service {name} serving only its current Pods")
+        if self.cluster.kind == "controlplane":
+            self.wait_for(_kube_proxy_synced_after(time.time()), timeout, interval=0.2,
+                          message="kube-proxy synced after the endpoints settled")
+
+
+def _kube_proxy_synced_after(t: float) -> Callable[[], bool]:
+    """kube-proxy's /healthz reports when it last wrote its rules (lastUpdated, RFC 3339)."""
+    import datetime as dt
+    import urllib.request
+
+    from tests.localcluster.controlplane import Ports
+
+    def synced() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{Ports().proxy_healthz}/healthz", timeout=5) as r:
+            last = json.loads(r.read())["lastUpdated"]
+        return dt.datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() > t
+
+    return synced
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,8 +140,16 @@ def deploy(env: KubeEnv, versions: dict[str, str], name: str, runtime: str, *, s
     assert md["status"]["endpoint"] == f"http://{name}.{env.namespace}.svc.cluster.local"
     port = svc["spec"]["ports"][0]["port"]
     url = f"http://{svc['spec']['clusterIP']}:{port}"
+    settle(env, name)
     wait_reachable(env, url)
     return Deployed(env, name, url, versions)
+
+
+def settle(env: KubeEnv, name: str) -> None:
+    """The router Service and every variant Service reach only their current Pods, so a
+    count of who answered measures the router's rule and not a rollout in flight."""
+    for svc in env.list("Service", label_selector=f"app.kubernetes.io/instance={name}"):
+        env.wait_service_settled(svc["metadata"]["name"])
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +235,7 @@ def sticky(mlserver: Deployed) -> Deployed:
     before = {v: (mlserver.env.get("Deployment", f"iris-{v}") or {})["metadata"]["resourceVersion"] for v in WEIGHTS}
     mlserver.patch({"router": {"type": "builtin", "sticky": {"header": "X-User-Id"}}})
     wait_serving(mlserver.env, mlserver.name)
+    settle(mlserver.env, mlserver.name)
     wait_reachable(mlserver.env, mlserver.url)
     after = {v: (mlserver.env.get("Deployment", f"iris-{v}") or {})["metadata"]["resourceVersion"] for v in WEIGHTS}
     assert after == before, "a router change must not touch the variant Deployments"

@@ -146,62 +146,61 @@ Namespaced RBAC rules of the operator (used by the ClusterRole in cluster scope 
 Role in every watched namespace in namespaced scope). Argument: the root context.
 */}}
 {{- define "dockyard.rbac.namespacedRules" -}}
-# Dockyard's own kinds: kopf watches them and patches finalizers/annotations.
+# Exactly what the operator calls (tests/integration/test_rbac_in_use.py checks this against
+# the apiserver's audit log). Writes are server-side apply (patch), never create/update,
+# except Job creates (exactly once) and Event creates.
+# Dockyard's own kinds: kopf lists and watches them; the operator patches only /status.
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets", "trainingruns", "modeldeployments"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch"]
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets/status", "trainingruns/status", "modeldeployments/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion; under the
 # OwnerReferencesPermissionEnforcement admission plugin that needs `update` on the owner's
 # finalizers subresource (the create is refused with 403 otherwise).
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets/finalizers", "trainingruns/finalizers", "modeldeployments/finalizers"]
   verbs: ["update"]
-# Profiling and training Jobs.
+# Profiling and training Jobs: created once each, never changed or deleted (garbage
+# collection removes them with their owner).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Job Pods: read their state and the logs of a failed one (for the status message).
+  verbs: ["get", "list", "watch", "create"]
+# The Pods of a failed Job, for its termination message.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["pods/log"]
-  verbs: ["get"]
-# Serving and builtin-router Deployments.
+  verbs: ["list"]
+# Serving and builtin-router Deployments: applied, watched, pruned.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Serving/router Services and the router's nginx ConfigMap.
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# Serving/router Services and the router's nginx ConfigMap: applied and pruned; a Dataset's
+# ConfigMap volume is checked to exist.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "patch", "delete"]
 # Only to check that a Secret referenced by a spec exists: never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Kubernetes Events on phase transitions and errors.
+# Kubernetes Events on phase transitions and errors (each a new Event).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.routers.gateway }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.routers.istio }}
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.routers.seldon }}
 - apiGroups: ["machinelearning.seldon.io"]
   resources: ["seldondeployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- end -}}

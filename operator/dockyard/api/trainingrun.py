@@ -95,7 +95,7 @@ class EnvVar(ApiModel):
 
 
 class CustomTrainer(ApiModel):
-    """Bring your own training container; see the README for the contract."""
+    """Bring your own training container; see docs/training-contract.md for the contract."""
 
     image: str = Field(min_length=1, max_length=512, description="Container image.")
     command: list[str] | None = Field(default=None, description="Entrypoint (exec form, no shell).")

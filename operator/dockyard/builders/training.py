@@ -1,7 +1,7 @@
 """Jobs for the training side: the Dataset profiling Job and the TrainingRun training Job.
 
 The env var names here are the contract with `dockyard profile` / `dockyard train` and with
-bring-your-own trainers (documented in the README, "Training contract").
+bring-your-own trainers (documented in docs/training-contract.md).
 """
 
 from __future__ import annotations

@@ -81,6 +81,10 @@ HEALTH_PATH = "/healthz"
 # Inference payloads (V2 JSON tensors) are larger than nginx's 1 MiB default.
 CLIENT_MAX_BODY_SIZE = "32m"
 UPSTREAM_KEEPALIVE = 32
+# nginx must drop an idle upstream connection before the model server does (MLServer/uvicorn
+# after 5 s, seldon-core/gunicorn after 2 s): a POST sent on a connection the server is
+# closing fails with 502 and nginx does not retry it.
+UPSTREAM_IDLE_TIMEOUT = "1s"
 
 
 def _upstream_name(variant: str) -> str:
@@ -206,6 +210,7 @@ def render_nginx_config(
         emit(f"    upstream {_upstream_name(require_variant_name(n))} {{")
         emit(f"        server {checked_upstreams[n]};")
         emit(f"        keepalive {UPSTREAM_KEEPALIVE};")
+        emit(f"        keepalive_timeout {UPSTREAM_IDLE_TIMEOUT};")
         emit("    }")
     emit("")
 

@@ -1,7 +1,7 @@
 """`dockyard train`: the built-in trainer for scikit-learn-style estimators.
 
 It logs INTO the MLflow run the operator created (MLFLOW_RUN_ID); it never creates a run.
-See the README section "training-contract" for the environment it receives.
+See docs/training-contract.md for the environment it receives.
 
 Termination message (< 4096 bytes):
   success: {"ok": true, "metrics": {...}, "modelUri": "models:/m-..."}
@@ -485,7 +485,7 @@ def train(cfg: TrainConfig, environ: Mapping[str, str]) -> dict[str, Any]:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="dockyard train",
-        description="Built-in trainer; every option defaults to its environment variable (see README).",
+        description="Built-in trainer; every option defaults to its environment variable (see docs/training-contract.md).",
     )
     p.add_argument("--tracking-uri", help="env MLFLOW_TRACKING_URI")
     p.add_argument("--run-id", help="env MLFLOW_RUN_ID (the run must exist)")
