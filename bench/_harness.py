@@ -14,8 +14,8 @@ thread of this process). Two targets provide the API (`--target`):
   namespace ``dockyard-bench``, the chart's own RBAC) through a FaultProxy that counts its
   requests; the benchmark's own client talks plain HTTP to a second FaultProxy that presents
   the admin client certificate. So the counters hold the operator's requests only.
-* ``emulator``: the in-repo Kubernetes API emulator and the local executor in instant mode
-  (both threads of this process); the counters hold every client's requests, and the
+* ``emulator``: the in-repo Kubernetes API emulator and its instant kubelet
+  (``tests/kubeapi/instant.py``; both threads of this process); the counters hold every client's requests, and the
   executor's and the benchmark's own are subtracted.
 
 What shares this process (and its GIL) is accounted per *thread*
@@ -54,7 +54,7 @@ import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from tests.kubeapi.executor import LocalExecutor  # noqa: E402
+from tests.kubeapi.instant import InstantKubelet  # noqa: E402
 from tests.kubeapi.server import EmulatorThread  # noqa: E402
 from tests.mlflowproxy import MlflowProxy  # noqa: E402
 from tests.plugins.mlflow_server import MlflowServer  # noqa: E402
@@ -72,7 +72,7 @@ TARGETS = ("controlplane", "emulator")
 TARGET_DESCRIPTIONS = {
     "controlplane": "the local Kubernetes control plane (real kube-apiserver, etcd, controllers, scheduler; "
                     "node agent in instant mode)",
-    "emulator": "the in-process Kubernetes API emulator with the local executor in instant mode",
+    "emulator": "the in-process Kubernetes API emulator with its instant kubelet (Jobs and Deployments done at once)",
 }
 
 
@@ -476,6 +476,25 @@ def bench_target(target: str, root: Path) -> Iterator[LocalCluster | None]:
         cluster.close()
 
 
+def run_one_stack(args: Any, prefix: str, namespace: str,
+                  measure: Callable[[Stack, Any], Any]) -> int:
+    """The common main of a one-stack benchmark: target, MLflow, one Stack, `measure` under
+    asyncio, then everything stopped and the work dir removed (unless --keep)."""
+    root = workdir(prefix)
+    try:
+        with bench_target(args.target, root) as cluster:
+            mlflow = Mlflow.start(root, args.mlflow_workers)
+            stack = Stack(root / "stack", namespace, mlflow, workers=args.workers, cluster=cluster, keep=args.keep)
+            try:
+                stack.start()
+                return int(asyncio.run(measure(stack, args)))
+            finally:
+                stack.stop()
+                mlflow.stop()
+    finally:
+        cleanup(root, args.keep)
+
+
 class Stack:
     """One namespace with instant Jobs and the operator watching it, on either target: the
     emulator + instant executor (cluster None) or the local control plane (a LocalCluster)."""
@@ -502,7 +521,7 @@ class Stack:
             self.threads = self.CONTROLPLANE_THREADS
         self.url = ""
         self.kubeconfig = root / "kubeconfig"
-        self.executor: LocalExecutor | None = None
+        self.executor: InstantKubelet | None = None
         self.operator: OperatorProcess | None = None
         self._ns_created = False
 
@@ -516,8 +535,7 @@ class Stack:
             self.url = self.emu.start()
             self.emu.write_kubeconfig(self.kubeconfig)
             asyncio.run(self._bootstrap())
-            self.executor = LocalExecutor(self.kubeconfig, self.root / "executor", mode="instant",
-                                          instant_result=instant_result, namespaces={self.namespace}).start()
+            self.executor = InstantKubelet(self.url, self.namespace, instant_result).start()
         else:
             assert self.cluster is not None
             self.url = self.cluster.url

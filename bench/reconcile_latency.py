@@ -21,18 +21,14 @@ Goal (issue 7): p50 <= 50 ms, p99 <= 250 ms on the 2-core machine.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
-    Mlflow,
     Stack,
     add_target_argument,
-    bench_target,
-    cleanup,
     cpu_report,
     dist_line,
     ensure_datasets,
@@ -41,11 +37,11 @@ from _harness import (
     loadavg,
     percentile,
     print_header,
+    run_one_stack,
     run_trainingruns,
     session,
     split_requests,
     trainingrun,
-    workdir,
 )
 
 
@@ -64,20 +60,7 @@ def main() -> int:
     args = p.parse_args()
     print_header("reconcile_latency", vars(args))
 
-    root = workdir("dockyard-bench-latency-")
-    try:
-        with bench_target(args.target, root) as cluster:
-            mlflow = Mlflow.start(root, args.mlflow_workers)
-            stack = Stack(root / "stack", "bench-latency", mlflow, workers=args.workers, cluster=cluster,
-                          keep=args.keep)
-            try:
-                stack.start()
-                return asyncio.run(measure(stack, args))
-            finally:
-                stack.stop()
-                mlflow.stop()
-    finally:
-        cleanup(root, args.keep)
+    return run_one_stack(args, "dockyard-bench-latency-", "bench-latency", measure)
 
 
 async def measure(stack: Stack, args: argparse.Namespace) -> int:

@@ -29,12 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     WRITE_VERBS,
-    Mlflow,
     Observer,
     Stack,
     add_target_argument,
-    bench_target,
-    cleanup,
     code_version,
     cpu_report,
     create_all,
@@ -46,12 +43,12 @@ from _harness import (
     modeldeployment,
     print_header,
     proc_mem_mb,
+    run_one_stack,
     run_trainingruns,
     session,
     split_requests,
     trainingrun,
     wait_quiet,
-    workdir,
 )
 
 
@@ -76,20 +73,7 @@ def main() -> int:
     args.models = max(1, min(args.models, args.trainingruns // 2))
     print_header("steady_state", vars(args))
 
-    root = workdir("dockyard-bench-steady-")
-    try:
-        with bench_target(args.target, root) as cluster:
-            mlflow = Mlflow.start(root, args.mlflow_workers)
-            stack = Stack(root / "stack", "bench-steady", mlflow, workers=args.workers, cluster=cluster,
-                          keep=args.keep)
-            try:
-                stack.start()
-                return asyncio.run(measure(stack, args))
-            finally:
-                stack.stop()
-                mlflow.stop()
-    finally:
-        cleanup(root, args.keep)
+    return run_one_stack(args, "dockyard-bench-steady-", "bench-steady", measure)
 
 
 async def measure(stack: Stack, args: argparse.Namespace) -> int:

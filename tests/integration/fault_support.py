@@ -1,6 +1,6 @@
 """Shared pieces of the fault-survival tests (tests/integration/test_fault_survival.py).
 
-* instant-mode results for the local executor (profiling and training Jobs succeed at once);
+* instant-mode results for the node agent (profiling and training Pods succeed at once);
 * builders for the TrainingRuns and ModelDeployments the tests load;
 * a serving model registered straight through MlflowClient (pinned versions + an alias);
 * :func:`assert_converged`: the end-state contract every fault test checks — every object in
@@ -30,9 +30,8 @@ MANAGED = "app.kubernetes.io/managed-by=dockyard-operator"
 CHILD_KINDS = ("Job", "Pod", "Deployment", "ReplicaSet", "Service", "ConfigMap")
 TAG_UID = "dockyard.trainingrun.uid"
 TAG_ATTEMPT = "dockyard.attempt"
-# API writes the operator makes (verb, resource) -- the executor's own writes (pods,
-# pods/status, jobs/status, deployments/status) are left out, so "after the Nth write" means
-# after the Nth step of the operator's work.
+# API writes the operator makes (verb, resource), so "after the Nth write" means after the Nth
+# step of the operator's work.
 OPERATOR_WRITE_RESOURCES = frozenset(
     {
         "trainingruns/status",
@@ -59,7 +58,7 @@ PROFILE_RESULT = {
 TRAIN_RESULT = {"ok": True, "metrics": {}}
 
 
-# The node agent's / executor's instant mode: profiling and training Pods "succeed" at once with
+# The node agent's instant mode: profiling and training Pods "succeed" at once with
 # a valid result as their termination message (by their app.kubernetes.io/component label).
 INSTANT_RESULTS = {"profiler": json.dumps(PROFILE_RESULT), "trainer": json.dumps(TRAIN_RESULT)}
 
@@ -108,7 +107,7 @@ def expected_versions(variants: list[Obj], aliases: dict[str, str]) -> dict[str,
 
 def register_serving_model(mlflow: MlflowServer, model: str, versions: int = 2) -> dict[str, str]:
     """``versions`` model versions of ``model`` from one run, alias ``champion`` -> 1.
-    Nothing is logged: the operator resolves versions, the executor never fetches them."""
+    Nothing is logged: the operator resolves versions; instant Pods never fetch them."""
     client = mlflow.client()
     exp_name = f"fault-survival-setup/{model}"
     experiment = client.get_experiment_by_name(exp_name)

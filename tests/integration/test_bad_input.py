@@ -31,7 +31,7 @@ the pydantic models without a server). Here they meet a running API server and o
   retried with backoff (0.5, 1, 2 s) costs >= 3 reconciles in 3 s (and an ERROR line). The
   objects' resourceVersions must not move at all, and no new Event may appear for them.
 
-Runtime: one operator and one executor for the whole module; the reported cases converge in
+Runtime: one operator for the whole module; the reported cases converge in
 parallel. Real cluster (DOCKYARD_TEST_KUBECONFIG): everything runs except the counter check.
 """
 
@@ -52,7 +52,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.mlflowproxy import MlflowProxy
-from tests.plugins.kube import KubeCluster, KubeEnv, condition
+from tests.plugins.kube import POD_SECURITY_LABELS, KubeCluster, KubeEnv, condition
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.unit.test_bad_input_schema import REJECTED, REPORTED, Case, names_field
@@ -96,13 +96,13 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 def _new_namespace(cluster: KubeCluster, prefix: str, workdir: Path) -> KubeEnv:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     cluster.request(
-        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        "POST", "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": POD_SECURITY_LABELS}},
     )
     return KubeEnv(cluster, name, workdir)
 
 
 def _drop_namespace(env: KubeEnv) -> None:
-    env.stop_executor()
     try:
         env.cluster.request("DELETE", f"/api/v1/namespaces/{env.namespace}")
     except ApiException:
@@ -345,8 +345,6 @@ def corpus(
         extra_env={"DOCKYARD_ENABLED_ROUTERS": ENABLED_ROUTERS},
     )
     try:
-        if env.is_emulator:
-            env.start_executor(mode="run")  # runs the real `dockyard profile` / `dockyard train`
         operator.start()
         if any(c.header.get("needs") == "ready-dataset" for c in REPORTED):
             for obj in _base_objects():
@@ -505,8 +503,6 @@ def test_operator_survived_the_corpus(corpus: Corpus) -> None:
     assert corpus.operator.error_lines() == [], corpus.operator.log_tail(100)
     liveness = corpus.operator.liveness()
     assert liveness, liveness
-    if corpus.env.is_emulator:
-        assert corpus.env.emulator.errors == [], corpus.env.emulator.errors
     # The corpus never got a model registered under its bad-* names.
     ours = {(c.obj.get("spec") or {}).get("modelName") for c in REPORTED}
     registered = {m.name for m in corpus.mlflow.client().search_registered_models("name LIKE 'bad-%'")}

@@ -1,7 +1,7 @@
 """Fault survival: SIGKILL at random points, random API faults, a 30 s MLflow outage.
 
-The operator runs as a real process; Jobs run through the local executor in *instant* mode
-(profiling and training Jobs succeed at once, Deployments are marked available), so what is
+The operator runs as a real process; Pods run in the node agent's *instant* mode (profiling
+and training Pods succeed at once, serving Pods turn Ready without a process), so what is
 exercised is the operator's bookkeeping: each test drives a batch of Datasets, TrainingRuns
 and ModelDeployments through its lifecycle while faults land at seeded pseudo-random points,
 and then checks the end state (``fault_support.assert_converged``): every object converged,
@@ -14,7 +14,7 @@ why the kill test also prints what each kill interrupted.
 
 Default mode (CI): 20 kills over 20 TrainingRuns + 5 ModelDeployments, and ~40 API faults
 over 10 TrainingRuns + 2 ModelDeployments. ``--long``: 100 kills over 50 TrainingRuns, and
-the 30 s MLflow outage during registration. Emulator only (fault injection, instant executor).
+the 30 s MLflow outage during registration. Local control plane only (fault proxy, instant Pods).
 """
 
 from __future__ import annotations

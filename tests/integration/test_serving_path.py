@@ -74,7 +74,7 @@ def model(kube: KubeEnv, mlflow_server: MlflowServer) -> str:
 
 
 def test_example_reaches_ready_with_children(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, model: str
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer, model: str
 ) -> None:
     client = mlflow_server.client()
     client.set_registered_model_alias(model, "champion", "1")
@@ -104,7 +104,7 @@ def test_example_reaches_ready_with_children(
 
 
 def test_weight_change_touches_only_the_router(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     kube.apply(
         md(model, [{"name": "a", "version": "1", "weight": 80}, {"name": "b", "version": "2", "weight": 20}])
@@ -131,7 +131,7 @@ def test_weight_change_touches_only_the_router(
 
 
 def test_alias_move_rolls_only_that_variant(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, model: str
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer, model: str
 ) -> None:
     client = mlflow_server.client()
     alias = f"cand-{kube.namespace[-6:]}"
@@ -168,7 +168,7 @@ def test_alias_move_rolls_only_that_variant(
 
 
 def test_add_scale_and_remove_variants(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     base = [{"name": "a", "version": "1", "weight": 1}, {"name": "b", "version": "2", "weight": 1}]
     kube.apply(md(model, base))
@@ -184,7 +184,7 @@ def test_add_scale_and_remove_variants(
     assert kube.get("Deployment", "iris-a") is not None
 
 
-def test_delete_removes_children(kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str) -> None:
+def test_delete_removes_children(kube: KubeEnv, operator: OperatorProcess, model: str) -> None:
     kube.apply(md(model, [{"name": "a", "version": "1", "weight": 1}]))
     ready(kube)
     kube.delete("ModelDeployment", "iris")
@@ -200,7 +200,7 @@ def test_delete_removes_children(kube: KubeEnv, executor: Any, operator: Operato
 
 
 def test_unknown_alias_and_version_are_reported(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     kube.apply(md(model, [{"name": "a", "alias": "nobody-set-this", "weight": 1}]))
     got = kube.wait_for_object(
@@ -218,7 +218,7 @@ def test_unknown_alias_and_version_are_reported(
 
 
 def test_missing_router_crd_is_reported(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     if kube.cluster.kind == "kubeconfig":
         pytest.skip("deletes the HTTPRoute CRD for the duration of the test: not on someone else's cluster")
@@ -244,7 +244,9 @@ def test_missing_router_crd_is_reported(
         assert cond(got, "RouterReady")["status"] == "False"
         assert operator.alive()
     finally:
-        saved["metadata"] = {"name": saved["metadata"]["name"]}
+        # Keep the annotations: groups under *.k8s.io need api-approved.kubernetes.io.
+        saved["metadata"] = {k: saved["metadata"][k] for k in ("name", "annotations", "labels")
+                             if k in saved["metadata"]}
         saved.pop("status", None)
         kube.cluster.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", saved)
         kube.wait_for(lambda: has_condition(kube.cluster.request("GET", crd_path), "Established"), timeout=60,
@@ -263,7 +265,7 @@ def _exists(kube: KubeEnv, path: str) -> bool:
 
 @pytest.mark.parametrize("router", ["gateway", "istio"])
 def test_mesh_routers_emit_weighted_routes(
-    router: str, kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    router: str, kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     spec_router: dict[str, Any] = {"type": router}
     if router == "gateway":
@@ -287,7 +289,7 @@ def test_mesh_routers_emit_weighted_routes(
 
 
 def test_seldon_router_hands_serving_to_one_seldondeployment(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     kube.apply(
         md(
@@ -311,7 +313,7 @@ def test_seldon_router_hands_serving_to_one_seldondeployment(
 
 
 def test_router_type_change_prunes_the_builtin_router(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, model: str
+    kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:
     variants = [{"name": "a", "version": "1", "weight": 1}]
     kube.apply(md(model, variants))
@@ -326,7 +328,7 @@ def test_router_type_change_prunes_the_builtin_router(
 
 
 def test_steady_state_makes_no_writes_and_no_mlflow_calls(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_proxy: MlflowProxy, model: str
+    kube: KubeEnv, operator: OperatorProcess, mlflow_proxy: MlflowProxy, model: str
 ) -> None:
     kube.require_faults()
     kube.apply(
@@ -348,7 +350,7 @@ def test_steady_state_makes_no_writes_and_no_mlflow_calls(
     assert mlflow_proxy.calls_since(mlflow_before) == {}
 
 
-def test_metrics_endpoint_shows_reconciles_phases_and_weights(kube: KubeEnv, executor: Any,
+def test_metrics_endpoint_shows_reconciles_phases_and_weights(kube: KubeEnv,
                                                               operator: OperatorProcess, model: str) -> None:
     kube.apply(md(model, [{"name": "a", "version": "1", "weight": 3}, {"name": "b", "version": "2", "weight": 1}]))
     ready(kube)

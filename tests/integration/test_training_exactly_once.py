@@ -67,7 +67,7 @@ def assert_exactly_once(kube: KubeEnv, mlflow: MlflowServer, model: str) -> dict
 
 
 def test_crash_after_run_opened_before_job(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     kube.require_faults()
     model = model_name(kube)
@@ -85,7 +85,7 @@ def test_crash_after_run_opened_before_job(
 
 
 def test_crash_after_job_created_before_status(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     kube.require_faults()
     faults = kube.faults
@@ -106,7 +106,7 @@ def test_crash_after_job_created_before_status(
 
 
 def test_crash_after_training_before_registration(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
 ) -> None:
     kube.require_faults()
     model = model_name(kube)
@@ -123,7 +123,7 @@ def test_crash_after_training_before_registration(
 
 
 def test_crash_after_registration_before_final_status(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer, mlflow_proxy: Any
 ) -> None:
     kube.require_faults()
     model = model_name(kube)
@@ -146,7 +146,7 @@ def test_crash_after_registration_before_final_status(
 
 
 def test_mlflow_outage_then_recovery(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     model = model_name(kube)
     data_only = iris_setup(kube, model=model)
@@ -173,7 +173,7 @@ def test_mlflow_outage_then_recovery(
 
 
 def test_injected_api_errors_converge(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     kube.require_faults()
     faults = kube.faults

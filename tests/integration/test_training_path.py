@@ -1,8 +1,8 @@
 """Training path end to end: Dataset -> profiling Job -> TrainingRun -> Job -> MLflow -> registry.
 
-The operator runs as a real process against the API emulator (or a real cluster); Jobs run
-through the local executor as real `dockyard profile` / `dockyard train` processes; MLflow is
-a real server on loopback. Assertions read back MLflow with its own client.
+The operator runs as a real process against the real control plane (or another cluster); the
+node agent runs the Jobs' Pods as real `dockyard profile` / `dockyard train` processes; MLflow
+is a real server. Assertions read back MLflow with its own client.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def model_name(kube: KubeEnv) -> str:
 
 
 def test_iris_example_trains_registers_and_aliases(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     model = model_name(kube)
     iris_setup(kube, model=model)
@@ -149,7 +149,7 @@ def test_iris_example_trains_registers_and_aliases(
 
 
 def test_quality_gate_rejects_without_registering(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     model = model_name(kube)
     iris_setup(kube, model=model, tr_patch={"qualityGate": {"metric": "accuracy", "threshold": 1.01}})
@@ -163,7 +163,7 @@ def test_quality_gate_rejects_without_registering(
 
 
 def test_failing_training_command_marks_run_failed(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     model = model_name(kube)
     trainer = {"estimator": {"class": "sklearn.ensemble.NoSuchEstimator"}}
@@ -179,7 +179,7 @@ def test_failing_training_command_marks_run_failed(
 
 @pytest.mark.parametrize("case", ["schema", "missing"])
 def test_bad_data_makes_dataset_invalid_and_training_waits(
-    case: str, kube: KubeEnv, executor: Any, operator: OperatorProcess
+    case: str, kube: KubeEnv, operator: OperatorProcess
 ) -> None:
     csv = example("iris-data", "ConfigMap")["data"]["iris.csv"]
     if case == "schema":
@@ -214,7 +214,7 @@ def test_bad_data_makes_dataset_invalid_and_training_waits(
 
 
 def test_dataset_change_triggers_retraining(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     model = model_name(kube)
     iris_setup(kube, model=model, ds_patch={"refreshInterval": "2s"})
@@ -245,7 +245,7 @@ def test_dataset_change_triggers_retraining(
 
 
 def test_invalid_reference_reports_and_does_not_crash(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess
+    kube: KubeEnv, operator: OperatorProcess
 ) -> None:
     tr = example("iris-rf")
     tr["spec"]["datasetRef"] = {"name": "does-not-exist"}
@@ -269,7 +269,7 @@ def test_invalid_reference_reports_and_does_not_crash(
 
 
 def test_steady_state_writes_nothing(
-    kube: KubeEnv, executor: Any, operator: OperatorProcess, mlflow_server: MlflowServer
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
     kube.require_faults()
     iris_setup(kube, model=model_name(kube))

@@ -177,7 +177,7 @@ class Emulator:
         self.bookmark_interval = bookmark_interval
         self.default_watch_timeout = default_watch_timeout
         self.errors: list[str] = []  # unexpected server-side exceptions (tracebacks), for tests to assert on
-        # served at /api/v1/namespaces/{ns}/pods/{name}/log; set by whoever plays kubelet (the executor)
+        # served at /api/v1/namespaces/{ns}/pods/{name}/log; set with set_pod_log()
         self.pod_logs: dict[tuple[str, str, str], str] = {}
         self.url: str = ""
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -143,7 +143,7 @@ def _build_locked(*, force: bool, log: bool) -> BuildResult:
         shutil.rmtree(dns_out, ignore_errors=True)
     version = kube_version()
     if log and not (kube_out / "kubectl").is_file():
-        print(f"building Kubernetes {version} into {kube_out} (cold: about 15 min on 2 cores)",
+        print(f"building Kubernetes {version} into {kube_out} (cold: about 8 min on 2 cores)",
               file=sys.stderr, flush=True)
     built = _go_build(
         kube_out, list(KUBE_BINARIES),

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..processes import stop_process
 from . import build, network
 from .pki import CertPaths, Pki, write_kubeconfig
 
@@ -545,17 +546,7 @@ class ControlPlane:
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    stop_process(proc, grace)
 
 
 def _start_time(pid: int) -> int:

@@ -1,4 +1,4 @@
-"""Kubernetes for the tests: the real control plane (default), any cluster, or the API emulator.
+"""Kubernetes for the tests: the real control plane (default) or any cluster.
 
 Which cluster (``--cluster`` or ``DOCKYARD_TEST_CLUSTER``):
 
@@ -8,24 +8,18 @@ Which cluster (``--cluster`` or ``DOCKYARD_TEST_CLUSTER``):
   ``hack/controlplane.sh up`` is reused; otherwise one is started for the session and
   stopped at its end. Needs root (Pod network namespaces).
 * ``kubeconfig``: the cluster of ``DOCKYARD_TEST_KUBECONFIG`` (kind, for instance); setting
-  that variable alone selects this.
-* ``emulator``: the in-repo API emulator with the local executor (``tests/kubeapi``).
+  that variable alone selects this. Tests that need fault injection, instant Pods, the audit
+  log or ClusterIP traffic from this machine skip there, with the reason.
 
 Fixtures:
   kube_cluster  session-scoped :class:`KubeCluster`; the CRDs from ``crds/`` are applied with
-                server-side apply and waited for ``Established`` (preloaded on the emulator).
+                server-side apply and waited for ``Established``.
   kube          function-scoped :class:`KubeEnv`: the cluster plus a fresh namespace for this
-                test (deleted afterwards; labelled Pod Security ``restricted`` on a real
-                cluster) and small helpers.
+                test (deleted afterwards; labelled Pod Security ``restricted``) and small helpers.
   ns            the test's namespace name (``kube.namespace``).
-  executor      a running :class:`LocalExecutor` in mode "run" on the emulator; None on a real
-                cluster, whose kubelets (the node agent) and controllers do that job.
-  instant_executor  the same in mode "instant" (skips on a real cluster).
 
-``kube.emulator`` is the running ``tests.kubeapi.server.EmulatorThread`` or None.
-``kube_cluster.operator_kubeconfig()`` is the credential operators under test run with: on a
-real cluster, a token of the chart's ServiceAccount bound by the chart's own RBAC (so RBAC is
-tested for real); on the emulator, the admin kubeconfig.
+``kube_cluster.operator_kubeconfig()`` is the credential operators under test run with: a
+token of the chart's ServiceAccount bound by the chart's own RBAC, so RBAC is tested for real.
 """
 
 from __future__ import annotations
@@ -47,11 +41,9 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubeapi.executor import LocalExecutor
-
 ENV_KUBECONFIG = "DOCKYARD_TEST_KUBECONFIG"
 ENV_CLUSTER = "DOCKYARD_TEST_CLUSTER"
-CLUSTER_KINDS = ("controlplane", "kubeconfig", "emulator")
+CLUSTER_KINDS = ("controlplane", "kubeconfig")
 # The tests' operator identity: the chart rendered as release "dockyard-tests" in its own
 # namespace, so it never collides with a chart installed by hack/demo.sh (release "dockyard").
 OPERATOR_RELEASE = "dockyard-tests"
@@ -121,24 +113,20 @@ def condition(obj: Obj | None, ctype: str) -> Obj | None:
 
 
 class KubeCluster:
-    """One API server for the session: the real control plane, another cluster, or the emulator."""
+    """One API server for the session: the local control plane or another cluster."""
 
     def __init__(
         self,
         kubeconfig: Path,
-        emulator: Any = None,
-        emulator_runner: Any = None,
         *,
-        kind: str | None = None,
+        kind: str = "kubeconfig",
         local: Any = None,
         on_close: Callable[[], None] | None = None,
         workdir: Path | None = None,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
-        self.emulator = emulator
-        self._runner = emulator_runner
-        self.is_emulator = emulator is not None
-        self.kind = kind or ("emulator" if self.is_emulator else "kubeconfig")
+        self.kind = kind
+        self.session_started = time.time()  # audit events before this belong to another session
         # tests.localcluster.controlplane.ClusterState of the local control plane, else None.
         self.local = local
         self._on_close = on_close
@@ -147,30 +135,24 @@ class KubeCluster:
         self._resources: dict[tuple[str | None, str], tuple[str, str, bool]] = {}
         self._operator_kubeconfig: Path | None = None
         # The fault proxy (tests.localcluster.faultproxy) operators talk through, on the local
-        # control plane; the emulator has the same faults/counters built in.
+        # control plane.
         self.proxy: Any = None
 
     @property
     def faults(self) -> Any:
         """Fault injection for the operator's API requests (None on another cluster)."""
-        if self.emulator is not None:
-            return self.emulator.faults
         return self.proxy.faults if self.proxy is not None else None
 
     @property
     def counters(self) -> Any:
-        """Request counters by (verb, resource): every client on the emulator, the operator's
-        own requests (through the fault proxy) on the local control plane."""
-        if self.emulator is not None:
-            return self.emulator.counters
+        """Request counters by (verb, resource) of the operator's own requests (through the fault
+        proxy) on the local control plane; None on another cluster."""
         return self.proxy.counters if self.proxy is not None else None
 
     def close(self) -> None:
         self.api.close()
         if self.proxy is not None:
             self.proxy.stop()
-        if self._runner is not None:
-            self._runner.stop()
         if self._on_close is not None:
             self._on_close()
 
@@ -180,11 +162,9 @@ class KubeCluster:
         return self.local.node_ip if self.local is not None else None
 
     def operator_kubeconfig(self) -> Path:
-        """The credential an operator under test uses. On a real cluster: the chart's
-        ServiceAccount (namespace ``dockyard``) with the chart's RBAC (every router enabled,
-        since the tests exercise them all), through a token from the TokenRequest API."""
-        if self.is_emulator:
-            return self.kubeconfig
+        """The credential an operator under test uses: the chart's ServiceAccount with the
+        chart's RBAC (every router enabled, since the tests exercise them all), through a token
+        from the TokenRequest API."""
         if self._operator_kubeconfig is None:
             self._operator_kubeconfig = self._make_operator_identity()
         return self._operator_kubeconfig
@@ -344,19 +324,16 @@ class KubeCluster:
 
 
 class KubeEnv:
-    """What a test gets: the cluster, its own namespace, helpers, optionally an executor."""
+    """What a test gets: the cluster, its own namespace and helpers."""
 
     def __init__(self, cluster: KubeCluster, namespace: str, workdir: Path) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.kubeconfig = cluster.kubeconfig
         self.api = cluster.api
-        self.is_emulator = cluster.is_emulator
-        self.emulator = cluster.emulator
-        self.executor: LocalExecutor | None = None
         self._workdir = workdir
 
-    # ------------------------------------------------------------ executor
+    # ------------------------------------------------------------ faults and instant Pods
 
     @property
     def faults(self) -> Any:
@@ -367,54 +344,22 @@ class KubeEnv:
         return self.cluster.counters
 
     def require_faults(self) -> None:
-        """Skip unless operator requests can be failed and counted (emulator or local control plane)."""
+        """Skip unless operator requests can be failed and counted (the local control plane)."""
         if self.cluster.faults is None:
-            pytest.skip(f"needs fault injection (emulator or local control plane), not --cluster={self.cluster.kind}")
+            pytest.skip(f"needs fault injection (the local control plane), not --cluster={self.cluster.kind}")
 
     def run_pods_instantly(self, results: dict[str, str] | None = None) -> None:
         """Pods of this namespace "run" without any process: Job Pods succeed at once with
         ``results[<app.kubernetes.io/component label>]`` as their termination message, serving
-        Pods turn Ready. The emulator's executor in instant mode, or the node agent's instant
-        mode (a namespace label plus a ConfigMap of results) on the local control plane."""
+        Pods turn Ready: the node agent's instant mode (a namespace label plus a ConfigMap of
+        results) on the local control plane."""
         results = dict(results or {})
-        if self.is_emulator:
-            def instant_result(job: Obj) -> tuple[int, str]:
-                component = ((job.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
-                return 0, results.get(component or "", "")
-
-            self.start_executor(mode="instant", instant_result=instant_result)
-            return
         if self.cluster.kind != "controlplane":
-            pytest.skip("instant Pods need the emulator or the local node agent")
+            pytest.skip("instant Pods need the local node agent")
         from tests.localcluster.nodeagent import INSTANT_LABEL, INSTANT_RESULTS
 
         self.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": INSTANT_RESULTS}, "data": results})
         self.patch("Namespace", self.namespace, {"metadata": {"labels": {INSTANT_LABEL: "instant"}}})
-
-    def require_emulator(self, why: str = "") -> None:
-        """Skip the test on a real cluster (executor / emulator-only powers)."""
-        if not self.is_emulator:
-            pytest.skip(
-                f"needs the API emulator / local executor, not a real cluster (--cluster={self.cluster.kind})"
-                f"{': ' + why if why else ''}"
-            )
-
-    def start_executor(self, mode: str = "run", **kwargs: Any) -> LocalExecutor:
-        """Start (or restart) a :class:`LocalExecutor` against the emulator watching this test's
-        namespace; stopped after the test. kwargs go to ``LocalExecutor``."""
-        self.require_emulator("the local executor plays kubelet")
-        self.stop_executor()
-        kwargs.setdefault("namespaces", {self.namespace})
-        if self.emulator is not None and hasattr(self.emulator, "set_pod_log"):
-            kwargs.setdefault("log_sink", self.emulator.set_pod_log)
-        workdir = self._workdir / f"executor-{uuid.uuid4().hex[:6]}"
-        self.executor = LocalExecutor(self.kubeconfig, workdir, mode=mode, **kwargs).start()  # type: ignore[arg-type]
-        return self.executor
-
-    def stop_executor(self) -> None:
-        if self.executor is not None:
-            self.executor.stop()
-            self.executor = None
 
     # ------------------------------------------------------------ object helpers
 
@@ -642,16 +587,6 @@ def _kube_proxy_synced_after(t: float) -> Callable[[], bool]:
 # --------------------------------------------------------------------------------------------
 
 
-def _start_emulator(tmp: Path) -> KubeCluster:
-    from tests.kubeapi.server import EmulatorThread
-
-    emulator = EmulatorThread(crd_dirs=[CRD_DIR], foreign_crds=True)
-    emulator.start()
-    kubeconfig = tmp / "kubeconfig"
-    emulator.write_kubeconfig(kubeconfig)
-    return KubeCluster(kubeconfig, emulator=emulator, emulator_runner=emulator, kind="emulator")
-
-
 def _start_controlplane(tmp: Path) -> KubeCluster:
     from tests.localcluster import controlplane
 
@@ -683,7 +618,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=CLUSTER_KINDS,
         default=None,
         help=f"where integration tests run: the real control plane (default), the cluster of "
-             f"{ENV_KUBECONFIG}, or the API emulator; env {ENV_CLUSTER} does the same",
+             f"{ENV_KUBECONFIG}; env {ENV_CLUSTER} does the same",
     )
 
 
@@ -697,7 +632,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
             raise pytest.UsageError(f"--cluster=kubeconfig needs {ENV_KUBECONFIG}")
         cluster = KubeCluster(Path(real), kind="kubeconfig", workdir=tmp)
         cluster.apply_crds()
-    elif kind == "controlplane":
+    else:
         from tests.kubeapi.server import FOREIGN_CRDS
         from tests.localcluster import build
 
@@ -706,8 +641,6 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.
         # projects' modules; SeldonDeployment's is not published there, so a permissive stand-in.
         seldon = [c for c in FOREIGN_CRDS if c["spec"]["group"] == "machinelearning.seldon.io"]
         cluster.apply_crds(extra=build.foreign_crds() + seldon)
-    else:
-        cluster = _start_emulator(tmp)
     try:
         yield cluster
     finally:
@@ -730,7 +663,7 @@ def scratch_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterato
     """A fresh namespace (Pod Security ``restricted`` on a real cluster), deleted afterwards;
     module-scoped fixtures use it directly."""
     name = _namespace_name(hint)
-    labels = {} if cluster.is_emulator else POD_SECURITY_LABELS
+    labels = POD_SECURITY_LABELS
     cluster.request(
         "POST",
         "/api/v1/namespaces",
@@ -740,7 +673,6 @@ def scratch_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterato
     try:
         yield env
     finally:
-        env.stop_executor()
         try:
             cluster.request("DELETE", f"/api/v1/namespaces/{name}")
         except ApiException:
@@ -750,15 +682,3 @@ def scratch_namespace(cluster: KubeCluster, hint: str, workdir: Path) -> Iterato
 @pytest.fixture
 def ns(kube: KubeEnv) -> str:
     return kube.namespace
-
-
-@pytest.fixture
-def executor(kube: KubeEnv) -> LocalExecutor | None:
-    """A LocalExecutor (mode "run") on the emulator; None on a real cluster, whose kubelets and
-    controllers run the Jobs and Deployments (so tests using it run on both)."""
-    return kube.start_executor(mode="run") if kube.is_emulator else None
-
-
-@pytest.fixture
-def instant_executor(kube: KubeEnv) -> LocalExecutor:
-    return kube.start_executor(mode="instant")

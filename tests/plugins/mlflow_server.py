@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from tests.processes import stop_process
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -123,16 +124,8 @@ class MlflowServer:
         if self.external:
             raise RuntimeError("cannot stop an external MLflow server")
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        if proc is not None:
+            stop_process(proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

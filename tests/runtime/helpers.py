@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -295,24 +296,6 @@ def start_serving_process(
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         raise RuntimeError(f"{runtime} on port {port} did not become ready: {exc}\n{tail}") from exc
     return proc
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
-    """Stop a process started with start_new_session=True, with all its children."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
 
 
 def v2_infer_payload(rows: Sequence[Sequence[float]] = IRIS_SAMPLE_ROWS) -> dict[str, Any]:

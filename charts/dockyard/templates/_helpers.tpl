@@ -147,8 +147,9 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 */}}
 {{- define "dockyard.rbac.namespacedRules" -}}
 # Exactly what the operator calls (tests/integration/test_rbac_in_use.py checks this against
-# the apiserver's audit log). Writes are server-side apply (patch), never create/update,
-# except Job creates (exactly once) and Event creates.
+# the apiserver's audit log). Children are written with server-side apply: a PATCH, which the
+# apiserver also authorizes as `create` when the object does not exist yet; never update.
+# Jobs (exactly once) and Events are plain creates.
 # Dockyard's own kinds: kopf lists and watches them; the operator patches only /status.
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets", "trainingruns", "modeldeployments"]
@@ -174,12 +175,12 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 # Serving and builtin-router Deployments: applied, watched, pruned.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Serving/router Services and the router's nginx ConfigMap: applied and pruned; a Dataset's
 # ConfigMap volume is checked to exist.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # Only to check that a Secret referenced by a spec exists: never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
@@ -191,16 +192,16 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 {{- if .Values.routers.gateway }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- if .Values.routers.istio }}
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- if .Values.routers.seldon }}
 - apiGroups: ["machinelearning.seldon.io"]
   resources: ["seldondeployments"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- end -}}
