@@ -106,11 +106,15 @@ class Ipam:
             if str(host) not in self.used:
                 self.used[str(host)] = uid
                 return str(host)
-        raise RuntimeError(f"Pod CIDR {self.net} exhausted")
+        raise IpamExhausted(f"no free IP in the Pod CIDR {self.net}")
 
-    def release(self, ip: str | None) -> None:
-        if ip:
-            self.used.pop(ip, None)
+    def release_owner(self, uid: str) -> None:
+        for ip in [ip for ip, owner in self.used.items() if owner == uid]:
+            del self.used[ip]
+
+
+class IpamExhausted(RuntimeError):
+    pass
 
 
 # ----------------------------------------------------------------------------------- containers
@@ -222,6 +226,8 @@ class PodWorker:
                 await self._run_instant()
             else:
                 await self._run_containers()
+            if self.phase in ("Succeeded", "Failed"):
+                await self._release_network()  # as kubelet tears the sandbox down: the IP is free again
         except PodGone:
             pass
         except asyncio.CancelledError:
@@ -237,7 +243,7 @@ class PodWorker:
         if self.spec.get("hostNetwork"):
             self.pod_ip = self.agent.node_ip
         else:
-            self.pod_ip = self.agent.ipam.allocate(self.uid)
+            self.pod_ip = await self._allocate_ip()
             if not self.instant:
                 self.netns = await asyncio.to_thread(network.create_pod_network, self.uid, self.pod_ip)
         (self.dir / "etc").mkdir(exist_ok=True)
@@ -245,6 +251,28 @@ class PodWorker:
         (self.dir / "etc" / "hosts").write_text(self._hosts())
         (self.dir / "etc" / "hostname").write_text(self._hostname() + "\n")
         self.sandbox_ready = True
+
+    async def _allocate_ip(self) -> str:
+        """An IP of the node's Pod CIDR; when none is free the Pod waits in ContainerCreating
+        and retries, as kubelet does after FailedCreatePodSandBox (it does not fail the Pod)."""
+        while True:
+            try:
+                return self.agent.ipam.allocate(self.uid)
+            except IpamExhausted as e:
+                if self.message != str(e):
+                    log.warning("pod %s/%s: %s; retrying", self.ns, self.name, e)
+                    self.message = str(e)
+                    self.mark_dirty()
+                if self.terminating.is_set():
+                    raise PodGone from e
+                await asyncio.sleep(2.0)
+
+    async def _release_network(self) -> None:
+        if self.netns is not None:
+            await asyncio.to_thread(network.delete_pod_network, self.uid, self.pod_ip)
+            self.netns = None
+        if not self.spec.get("hostNetwork"):
+            self.agent.ipam.release_owner(self.uid)
 
     def _hostname(self) -> str:
         return str(self.spec.get("hostname") or self.name)[:63]
@@ -909,10 +937,7 @@ class PodWorker:
         await self._kill_all(0.0)
         if self._writer is not None:
             self._writer.cancel()
-        if self.netns is not None:
-            await asyncio.to_thread(network.delete_pod_network, self.uid, self.pod_ip)
-        if not self.spec.get("hostNetwork"):
-            self.agent.ipam.release(self.pod_ip)
+        await self._release_network()
 
     # ------------------------------------------------------------ status
 
