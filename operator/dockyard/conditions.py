@@ -57,11 +57,6 @@ def get_condition(conditions: list[dict[str, Any]] | None, type_: str) -> dict[s
     return None
 
 
-def is_true(conditions: list[dict[str, Any]] | None, type_: str) -> bool:
-    cond = get_condition(conditions, type_)
-    return bool(cond and cond.get("status") == "True")
-
-
 def summarize(
     conditions: list[dict[str, Any]] | None,
     *,

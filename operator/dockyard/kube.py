@@ -42,7 +42,6 @@ KNOWN_KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("dockyard.dev/v1alpha1", "ModelDeployment"): ("modeldeployments", True),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
     ("networking.istio.io/v1", "VirtualService"): ("virtualservices", True),
-    ("networking.istio.io/v1beta1", "VirtualService"): ("virtualservices", True),
     ("machinelearning.seldon.io/v1", "SeldonDeployment"): ("seldondeployments", True),
 }
 
@@ -60,10 +59,6 @@ class ApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
 
 
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
@@ -215,7 +210,7 @@ class KubeClient:
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
-        result: dict[str, Any] = await self.request("POST", path, body=obj)
+        result: dict[str, Any] = await self.request("POST", path, params={"fieldManager": FIELD_MANAGER}, body=obj)
         return result
 
     async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
@@ -244,6 +239,7 @@ class KubeClient:
         result: dict[str, Any] = await self.request(
             "PATCH",
             resource_path(api_version, kind, namespace, name, subresource),
+            params={"fieldManager": FIELD_MANAGER},
             body=patch,
             content_type="application/merge-patch+json",
         )

@@ -22,6 +22,7 @@ MODEL_VERSION_LABEL = "dockyard.dev/model-version"
 VARIANT_LABEL = "dockyard.dev/variant"
 ATTEMPT_LABEL = "dockyard.dev/attempt"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+VERSION_LABEL = "app.kubernetes.io/version"
 
 # Annotation carrying the hash of what the operator last applied to a child; a child whose
 # hash matches is left alone, so steady state makes no API writes.
@@ -51,13 +52,19 @@ def standard_labels(
         COMPONENT_LABEL: component,
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/version": label_value(__version__),
+        VERSION_LABEL: label_value(__version__),
         KIND_LABEL: owner_kind.lower(),
         OWNER_LABEL: label_value(owner_name),
     }
     for key, value in (extra or {}).items():
         labels[key] = label_value(value)
     return labels
+
+
+def pod_template_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """An object's labels for its Pod template: without the operator's version, so an operator
+    upgrade does not roll every Pod it manages."""
+    return {k: v for k, v in labels.items() if k != VERSION_LABEL}
 
 
 def selector_labels(*, owner_kind: str, owner_name: str, component: str, **extra: str) -> dict[str, str]:

@@ -312,18 +312,26 @@ def test_seldon_router_hands_serving_to_one_seldondeployment(
     ready(kube, timeout=120)
 
 
-def test_router_type_change_prunes_the_builtin_router(
-    kube: KubeEnv, operator: OperatorProcess, model: str
-) -> None:
+def test_router_switches_prune_the_old_router(kube: KubeEnv, operator: OperatorProcess, model: str) -> None:
+    """builtin -> istio -> gateway -> seldon -> builtin: each switch removes what the previous
+    router created, so no old route keeps sending live traffic."""
     variants = [{"name": "a", "version": "1", "weight": 1}]
+    gateway = {"type": "gateway", "gateway": {"parentRefs": [{"name": "gw", "namespace": "infra"}]}}
     kube.apply(md(model, variants))
     ready(kube)
     assert kube.get("ConfigMap", "iris-router") is not None
-    kube.apply(md(model, variants, router={"type": "istio"}))
+    steps: list[tuple[dict[str, Any], str, list[tuple[str, str]]]] = [
+        ({"type": "istio"}, "VirtualService", [("Deployment", "iris-router"), ("ConfigMap", "iris-router")]),
+        (gateway, "HTTPRoute", [("VirtualService", "iris")]),
+        ({"type": "seldon"}, "SeldonDeployment", [("HTTPRoute", "iris")]),
+        ({"type": "builtin"}, "ConfigMap", [("SeldonDeployment", "iris")]),
+    ]
+    for router, new_kind, gone in steps:
+        kube.apply(md(model, variants, router=router))
+        kube.wait_for_object(new_kind, "iris-router" if new_kind == "ConfigMap" else "iris", timeout=60)
+        for kind, name in gone:
+            kube.wait_for_deleted(kind, name, timeout=60)
     ready(kube)
-    assert kube.get("VirtualService", "iris") is not None
-    kube.wait_for_deleted("Deployment", "iris-router")
-    kube.wait_for_deleted("ConfigMap", "iris-router")
     assert kube.get("Deployment", "iris-a") is not None
 
 

@@ -126,6 +126,12 @@ def test_iris_example_trains_registers_and_aliases(
     assert len(versions_of(mlflow_server, model)) == 1
     assert [j["metadata"]["name"] for j in jobs(kube, "trainer")] == ["iris-rf-train-1"]
     assert len(jobs(kube, "profiler")) == 1
+    # Every write of the operator is owned by the field manager "dockyard" (not by a name
+    # made from the HTTP client's User-Agent): the status, and the Jobs it created.
+    status_managers = {m["manager"] for m in tr["metadata"]["managedFields"] if m.get("subresource") == "status"}
+    assert status_managers == {"dockyard"}, status_managers
+    job_managers = {m["manager"] for m in jobs(kube, "trainer")[0]["metadata"]["managedFields"]}
+    assert "dockyard" in job_managers and job_managers <= {"dockyard", "kube-controller-manager"}, job_managers
     reasons = {e.get("reason") for e in kube.list("Event")}
     assert {"ModelRegistered", "Succeeded"} <= reasons, reasons
     history = st["history"]

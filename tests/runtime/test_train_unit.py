@@ -22,7 +22,8 @@ def test_import_estimator_ok() -> None:
 @pytest.mark.parametrize(
     ("path", "fragment"),
     [
-        ("os.system", "not a class"),
+        ("os.system", "not an import path"),
+        ("os.SEEK_SET", "not a class"),
         ("collections.OrderedDict", "no fit/predict"),
         ("sklearn.ensemble.NoSuchThing", "has no attribute"),
         ("nosuchpackage_xyz.Model", "cannot import module"),

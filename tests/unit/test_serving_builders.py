@@ -435,3 +435,19 @@ def test_golden_seldon_router() -> None:
     assert_golden_yaml(
         "seldon-router.yaml", desired_serving_children(OWNER, spec, RESOLVED, CFG, model_uris=uris)
     )
+
+
+def test_operator_upgrade_restarts_no_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's version labels the objects, never a Pod template: a template change would
+    roll every model server and router on each operator upgrade."""
+    import dockyard.labels
+
+    def templates(version: str) -> dict[tuple[str, str], Any]:
+        monkeypatch.setattr(dockyard.labels, "__version__", version)
+        children = desired_serving_children(OWNER, make_spec(), RESOLVED, CFG)
+        return {k: o["spec"]["template"] for k, o in by_name(children).items() if o["kind"] == "Deployment"}
+
+    old, new = templates("1.0.0"), templates("1.1.0")
+    assert old and old == new
+    router = next(o for o in desired_serving_children(OWNER, make_spec(), RESOLVED, CFG) if o["kind"] == "Deployment")
+    assert router["metadata"]["labels"]["app.kubernetes.io/version"] == "1.1.0"

@@ -189,19 +189,20 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The enabled routers' objects: applied, and pruned when a ModelDeployment switches router.
 {{- if .Values.routers.gateway }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.routers.istio }}
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 {{- if .Values.routers.seldon }}
 - apiGroups: ["machinelearning.seldon.io"]
   resources: ["seldondeployments"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 {{- end -}}

@@ -22,7 +22,7 @@ PLURAL = "trainingruns"
 SHORT_NAMES = ["tr"]
 
 # A Python import path such as sklearn.ensemble.RandomForestClassifier.
-IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+IMPORT_PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.[A-Z][A-Za-z0-9_]*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MLFLOW_ALIAS = r"^[A-Za-z][A-Za-z0-9_-]*$"
 # MLflow refuses to set these aliases: `latest` (any case) and version-like `v3`.

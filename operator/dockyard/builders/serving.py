@@ -24,6 +24,7 @@ from ..labels import (
     MODEL_VERSION_LABEL,
     VARIANT_LABEL,
     owner_reference,
+    pod_template_labels,
     stamp_spec_hash,
     standard_labels,
 )
@@ -204,7 +205,7 @@ def build_variant_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
-                    "labels": dict(labels),
+                    "labels": pod_template_labels(labels),
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(ports["metrics"]),

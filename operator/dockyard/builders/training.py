@@ -12,7 +12,14 @@ from typing import Any
 from ..api.dataset import DatasetSpec
 from ..api.trainingrun import TrainingRunSpec
 from ..config import OperatorConfig
-from ..labels import ATTEMPT_LABEL, child_name, owner_reference, stamp_spec_hash, standard_labels
+from ..labels import (
+    ATTEMPT_LABEL,
+    child_name,
+    owner_reference,
+    pod_template_labels,
+    stamp_spec_hash,
+    standard_labels,
+)
 from .pods import (
     TERMINATION_LOG,
     container_security_context,
@@ -82,7 +89,7 @@ def _job(
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff_limit,
         "template": {
-            "metadata": {"labels": labels},
+            "metadata": {"labels": pod_template_labels(labels)},
             "spec": {
                 **pod_spec_common(cfg),
                 "restartPolicy": "Never",

@@ -24,6 +24,7 @@ from ..conditions import set_condition, summarize
 from ..kube import ApiError
 from ..labels import KIND_LABEL, OWNER_LABEL
 from ..mlflow_client import MlflowUnavailable
+from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
 from .base import Context, Key, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
@@ -188,12 +189,25 @@ async def _apply_children(ctx: Context, desired: list[dict[str, Any]]) -> dict[t
 async def _prune(ctx: Context, body: dict[str, Any], keep: set[tuple[str, str]]) -> None:
     meta = body["metadata"]
     selector = f"{KIND_LABEL}=modeldeployment,{OWNER_LABEL}={meta['name']}"
-    for api_version, kind in PRUNABLE:
-        for obj in await ctx.kube.list(api_version, kind, meta["namespace"], label_selector=selector):
+    for api_version, kind in _prunable(ctx):
+        try:
+            found = await ctx.kube.list(api_version, kind, meta["namespace"], label_selector=selector)
+        except ApiError as exc:
+            if exc.status == 404:  # that router's API is not installed: nothing of ours to prune
+                continue
+            raise
+        for obj in found:
             owners = obj["metadata"].get("ownerReferences") or []
             ours = any(ref.get("uid") == meta["uid"] for ref in owners)
             if ours and (kind, obj["metadata"]["name"]) not in keep:
                 await ctx.kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"])
+
+
+def _prunable(ctx: Context) -> list[tuple[str, str]]:
+    """Kinds a ModelDeployment may leave behind when its spec changes: the core children, and
+    the objects of every enabled router (a router switch must not leave the old route live)."""
+    routers = [kind for name, kind in ROUTER_KINDS.items() if kind is not None and name in ctx.cfg.enabled_routers]
+    return [*PRUNABLE, *routers]
 
 
 def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, resolution: Resolution,

@@ -40,6 +40,7 @@ from ..labels import (
     MODEL_LABEL,
     content_hash,
     owner_reference,
+    pod_template_labels,
     stamp_spec_hash,
     standard_labels,
 )
@@ -342,7 +343,7 @@ def build_router_objects(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
-                    "labels": dict(labels),
+                    "labels": pod_template_labels(labels),
                     "annotations": {CONFIG_HASH_ANNOTATION: content_hash(config)},
                 },
                 "spec": {

@@ -43,7 +43,7 @@ from .data import FORMATS, content_version, parse_frame, read_source_bytes
 if TYPE_CHECKING:
     import pandas as pd
 
-IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\.[A-Z][A-Za-z0-9_]*$")
 TASKS = ("auto", "classification", "regression")
 CLASSIFICATION_METRICS = ("accuracy", "f1")
 REGRESSION_METRICS = ("rmse", "r2")
