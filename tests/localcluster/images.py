@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VENV_BIN = str(Path(sys.executable).parent)
+# What the Python images' "filesystem" needs from the host: the virtualenv and the repository
+# (the editable install points into it).
+SOFTWARE = (sys.prefix, str(Path(__file__).resolve().parents[2]))
 STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

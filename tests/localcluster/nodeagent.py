@@ -60,6 +60,7 @@ from aiohttp import web
 from . import images, network
 from .apiclient import Api, ApiError
 from .podspec import ConfigError, expand_vars, resource_field_value
+from .shim import EMPTIED
 
 log = logging.getLogger("dockyard.nodeagent")
 
@@ -607,6 +608,11 @@ class PodWorker:
                 mounts.append({"source": str(self.dir / "etc" / f), "target": f"/etc/{f}"})
         mounts.append({"source": str(term),
                        "target": c.get("terminationMessagePath") or "/dev/termination-log"})
+        # The "image" is the host's /, but the shim empties /tmp, /var/tmp and /run: a checkout
+        # (and its virtualenv) under one of them must stay visible, read-only.
+        for path in images.SOFTWARE:
+            if any(path == d or path.startswith(d + "/") for d in EMPTIED) and path not in taken:
+                mounts.append({"source": path, "target": path, "readOnly": True})
         st.log_path = cdir / f"{st.restart_count}.log"
         return {
             "netns": self.netns,

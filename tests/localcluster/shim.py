@@ -46,6 +46,9 @@ PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
+# Start empty in every container, as in an image: the host's are not the container's.
+EMPTIED = ("/tmp", "/var/tmp", "/run")
+
 
 class ShimError(Exception):
     pass
@@ -145,7 +148,7 @@ def setup(spec: dict) -> None:
     setup_dev(inside(rootfs, "/dev"))
     bind("/sys", inside(rootfs, "/sys"), readonly=True, recursive=True)
     empties = []
-    for empty in ("/tmp", "/var/tmp", "/run"):
+    for empty in EMPTIED:
         target = inside(rootfs, empty)
         src = os.path.join(spec["scratch"], empty.strip("/").replace("/", "_"))
         os.makedirs(src, exist_ok=True)
