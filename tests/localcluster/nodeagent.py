@@ -609,10 +609,12 @@ class PodWorker:
         mounts.append({"source": str(term),
                        "target": c.get("terminationMessagePath") or "/dev/termination-log"})
         # The "image" is the host's /, but the shim empties /tmp, /var/tmp and /run: a checkout
-        # (and its virtualenv) under one of them must stay visible, read-only.
-        for path in images.SOFTWARE:
-            if any(path == d or path.startswith(d + "/") for d in EMPTIED) and path not in taken:
-                mounts.append({"source": path, "target": path, "readOnly": True})
+        # (and its virtualenv) under one of them must stay visible, read-only, on top of any
+        # volume mounted there ("late"). A path inside another one needs no mount of its own.
+        software = [p for p in images.SOFTWARE if any(p == d or p.startswith(d + "/") for d in EMPTIED)]
+        for path in software:
+            if not any(path.startswith(other + "/") for other in software) and path not in taken:
+                mounts.append({"source": path, "target": path, "readOnly": True, "late": True})
         st.log_path = cdir / f"{st.restart_count}.log"
         return {
             "netns": self.netns,

@@ -169,6 +169,9 @@ def setup(spec: dict) -> None:
         for target in empties:
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     for m, target in zip(spec["mounts"], targets, strict=True):
+        if m.get("late") and not os.path.exists(target):
+            # Under a volume bound just before (an emptyDir at /tmp): the mount point goes there.
+            ensure_target(target, os.path.isdir(m["source"]))
         bind(m["source"], target, readonly=bool(m.get("readOnly")))
     # 5. read-only root: remount the overlay itself; submounts keep their own flags
     if spec.get("readOnlyRoot"):
