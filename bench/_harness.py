@@ -62,7 +62,7 @@ from tests.plugins.operator import OperatorProcess  # noqa: E402
 
 GROUP = "dockyard.dev/v1alpha1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Requests the local executor makes (it plays kubelet and the Job/Deployment controllers);
+# Requests the emulator target's instant kubelet makes (it plays kubelet and the Job/Deployment controllers);
 # everything else that is not a watch comes from the operator (or from the benchmark's own
 # creates, which the scripts subtract).
 EXECUTOR_REQUESTS = {("create", "pods"), ("patch", "pods/status"), ("patch", "jobs/status"),

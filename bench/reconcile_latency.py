@@ -4,7 +4,7 @@
         [--concurrency 100] [--workers 16]
 
 Against the local control plane (default; node agent in instant mode) or the API emulator
-with the local executor in instant mode (Jobs succeed at once either way), a real MLflow
+with its instant kubelet (Jobs succeed at once either way), a real MLflow
 server behind the counting proxy, and the real operator as a separate process: create N
 TrainingRuns (at most --concurrency requests in flight) and measure, per TrainingRun,
 

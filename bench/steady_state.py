@@ -4,7 +4,7 @@
         [--datasets 100] [--deployments 50]
 
 Against the local control plane (default; node agent in instant mode) or the API emulator
-(local executor in instant mode): loads Ready Datasets, Succeeded TrainingRuns (through the
+(its instant kubelet): loads Ready Datasets, Succeeded TrainingRuns (through the
 real operator, instant Jobs) and Ready ModelDeployments (pinned versions, builtin router),
 waits until the operator has made no API request and no MLflow call for --quiet seconds, then:
 

@@ -127,11 +127,16 @@ def test_services_dns_and_pod_network(kube: KubeEnv) -> None:
     for obj in web_deployment():
         kube.apply(obj)
     kube.wait_for_object("Deployment", "web", lambda d: (d.get("status") or {}).get("readyReplicas") == 2, timeout=60)
+    kube.wait_service_settled("web")  # kube-proxy serves both endpoints before the client counts them
     fqdn = f"web.{kube.namespace}.svc.cluster.local"
     probe = python(
         "import socket, urllib.request, json\n"
         f"ips = [socket.gethostbyname('web'), socket.gethostbyname('{fqdn}')]\n"
-        "seen = sorted({urllib.request.urlopen('http://web/', timeout=5).read().decode() for _ in range(40)})\n"
+        "import time\n"
+        "seen, deadline = set(), time.monotonic() + 30\n"
+        "while len(seen) < 2 and time.monotonic() < deadline:  # kube-proxy picks at random\n"
+        "    seen.add(urllib.request.urlopen('http://web/', timeout=5).read().decode())\n"
+        "seen = sorted(seen)\n"
         "open('/dev/termination-log', 'w').write(json.dumps({'ips': ips, 'seen': seen}))\n"
     )
     kube.apply(job("client", container("client", probe)))

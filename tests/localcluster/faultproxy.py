@@ -186,10 +186,11 @@ class FaultProxy:
         vr = verb_resource(request.method, request.path, watch)
         if vr is not None:
             self.counters.inc(*vr)
-        delay = self.faults.latency(request.method, path_qs)
+        # Faults match the resource path, not the query (fieldManager, watch, ...).
+        delay = self.faults.latency(request.method, request.path)
         if delay:
             await asyncio.sleep(delay)
-        failure = self.faults.take_failure(request.method, path_qs)
+        failure = self.faults.take_failure(request.method, request.path)
         if failure is not None:
             code, retry_after = failure
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}

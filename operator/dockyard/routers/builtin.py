@@ -231,6 +231,10 @@ def render_nginx_config(
     emit("            proxy_set_header Host $host;")
     emit("            proxy_set_header X-Request-Id $request_id;")
     emit("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+    # A POST that fails on a kept-alive connection the server has just closed is retried once
+    # on a new one (nginx retries a cached connection's error only with non_idempotent); an
+    # inference request has no side effects.
+    emit("            proxy_next_upstream error non_idempotent;")
     emit("            proxy_connect_timeout 5s;")
     emit("            proxy_read_timeout 120s;")
     emit("            proxy_send_timeout 120s;")
