@@ -142,7 +142,28 @@ def deploy(env: KubeEnv, versions: dict[str, str], name: str, runtime: str, *, s
     url = f"http://{svc['spec']['clusterIP']}:{port}"
     settle(env, name)
     wait_reachable(env, url)
-    return Deployed(env, name, url, versions)
+    deployed = Deployed(env, name, url, versions)
+    wait_answering(deployed, runtime)
+    return deployed
+
+
+def wait_answering(d: Deployed, runtime: str, timeout: float = 90) -> None:
+    """Each variant answers a real prediction through the router (a model server can turn Ready
+    before its first prediction goes through on a loaded machine): the condition a client
+    would retry on before counting."""
+    path = "/api/v1.0/predictions" if runtime == "seldon" else f"/v2/models/{MODEL}/infer"
+    body = seldon_payload() if runtime == "seldon" else v2_infer_payload()
+
+    def answers(variant: str) -> bool:
+        try:
+            r = requests.post(f"{d.url}{path}", json=body, headers={"X-Dockyard-Variant": variant}, timeout=10)
+        except requests.RequestException:
+            return False
+        return r.status_code == 200
+
+    for variant in d.versions:
+        d.env.wait_for(lambda v=variant: answers(v), timeout=timeout, interval=0.5,
+                       message=f"variant {variant} answering through {d.url}")
 
 
 def settle(env: KubeEnv, name: str) -> None:
