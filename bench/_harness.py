@@ -66,7 +66,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # everything else that is not a watch comes from the operator (or from the benchmark's own
 # creates, which the scripts subtract).
 EXECUTOR_REQUESTS = {("create", "pods"), ("patch", "pods/status"), ("patch", "jobs/status"),
-                     ("patch", "deployments/status"), ("delete", "pods")}
+                     ("patch", "deployments/status")}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 TARGETS = ("controlplane", "emulator")
 TARGET_DESCRIPTIONS = {

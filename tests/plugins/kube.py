@@ -570,7 +570,9 @@ class KubeEnv:
 
 
 def _kube_proxy_synced_after(t: float) -> Callable[[], bool]:
-    """kube-proxy's /healthz reports when it last wrote its rules (lastUpdated, RFC 3339)."""
+    """kube-proxy's /healthz reports when it last wrote its rules (lastUpdated, RFC 3339). A
+    sync after the endpoints settled makes it likely, not certain, that it saw them: callers
+    that count backends still retry until each answers."""
     import datetime as dt
     import urllib.request
 
