@@ -129,19 +129,30 @@ def test_services_dns_and_pod_network(kube: KubeEnv) -> None:
     kube.wait_for_object("Deployment", "web", lambda d: (d.get("status") or {}).get("readyReplicas") == 2, timeout=60)
     kube.wait_service_settled("web")  # kube-proxy serves both endpoints before the client counts them
     fqdn = f"web.{kube.namespace}.svc.cluster.local"
+    # wait_service_settled read kube-proxy's ruleset, so no request may fail; errors are
+    # reported, not raised, so a failure says what the Pod saw.
     probe = python(
-        "import socket, urllib.request, json\n"
-        f"ips = [socket.gethostbyname('web'), socket.gethostbyname('{fqdn}')]\n"
-        "import time\n"
-        "seen, deadline = set(), time.monotonic() + 30\n"
-        "while len(seen) < 2 and time.monotonic() < deadline:  # kube-proxy picks at random\n"
-        "    seen.add(urllib.request.urlopen('http://web/', timeout=5).read().decode())\n"
-        "seen = sorted(seen)\n"
-        "open('/dev/termination-log', 'w').write(json.dumps({'ips': ips, 'seen': seen}))\n"
+        "import json, socket, time, urllib.request\n"
+        "out = {'ips': [], 'seen': [], 'errors': []}\n"
+        "try:\n"
+        f"    out['ips'] = [socket.gethostbyname('web'), socket.gethostbyname('{fqdn}')]\n"
+        "    seen, deadline = set(), time.monotonic() + 30\n"
+        "    while len(seen) < 2 and time.monotonic() < deadline:  # kube-proxy picks at random\n"
+        "        try:\n"
+        "            seen.add(urllib.request.urlopen('http://web/', timeout=5).read().decode())\n"
+        "        except OSError as e:\n"
+        "            out['errors'].append(repr(e))\n"
+        "    out['seen'] = sorted(seen)\n"
+        "except OSError as e:\n"
+        "    out['errors'].append(repr(e))\n"
+        "out['errors'] = out['errors'][:10]  # the message is capped at 4 KiB\n"
+        "open('/dev/termination-log', 'w').write(json.dumps(out))\n"
     )
     kube.apply(job("client", container("client", probe)))
-    assert has_condition(finished_job(kube, "client"), "Complete")
+    finished = finished_job(kube, "client")
     result = json.loads(terminated(job_pod(kube, "client"))["message"])
+    assert has_condition(finished, "Complete"), result
+    assert not result["errors"], result
     svc = kube.get("Service", "web")
     assert svc is not None
     assert result["ips"] == [svc["spec"]["clusterIP"]] * 2

@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -565,25 +566,24 @@ class KubeEnv:
 
         self.wait_for(settled, timeout, interval=0.2, message=f"Service {name} serving only its current Pods")
         if self.cluster.kind == "controlplane":
-            self.wait_for(_kube_proxy_synced_after(time.time()), timeout, interval=0.2,
-                          message="kube-proxy synced after the endpoints settled")
+            ready = {p["status"]["podIP"] for p in self.list("Pod", label_selector=selector)}
+            self.wait_for(lambda: _kube_proxy_endpoints(self.namespace, name) == ready, timeout, interval=0.2,
+                          message=f"kube-proxy's rules for Service {name} send to its current Pods")
 
 
-def _kube_proxy_synced_after(t: float) -> Callable[[], bool]:
-    """kube-proxy's /healthz reports when it last wrote its rules (lastUpdated, RFC 3339). A
-    sync after the endpoints settled makes it likely, not certain, that it saw them: callers
-    that count backends still retry until each answers."""
-    import datetime as dt
-    import urllib.request
+_NFT_SERVICE_CHAIN = re.compile(r"chain service-\w+-(?P<ns>[^/\s]+)/(?P<name>[^/\s]+)/\S+ \{(?P<body>[^}]*\})")
+_NFT_ENDPOINT = re.compile(r"\d+ : (?P<ip>[\d.]+) \. \d+")
 
-    from tests.localcluster.controlplane import Ports
 
-    def synced() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{Ports().proxy_healthz}/healthz", timeout=5) as r:
-            last = json.loads(r.read())["lastUpdated"]
-        return dt.datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() > t
-
-    return synced
+def _kube_proxy_endpoints(namespace: str, name: str) -> set[str]:
+    """The Pod IPs kube-proxy (nftables mode) load-balances Service ``name`` to, read from its
+    ruleset: each service chain is ``dnat ip to numgen random mod N map { i : ip . port }``.
+    Endpoints being Ready in the API says nothing about when kube-proxy's informer sees them;
+    the ruleset is what the packets meet."""
+    table = subprocess.run(["nft", "list", "table", "ip", "kube-proxy"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    return {m["ip"] for c in _NFT_SERVICE_CHAIN.finditer(table)
+            if (c["ns"], c["name"]) == (namespace, name) for m in _NFT_ENDPOINT.finditer(c["body"])}
 
 
 # --------------------------------------------------------------------------------------------
