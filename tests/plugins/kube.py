@@ -546,7 +546,7 @@ class KubeEnv:
     def wait_service_settled(self, name: str, timeout: float = 120.0) -> None:
         """Wait until Service ``name`` sends traffic only to its current Pods: no selected Pod is
         terminating (old Pods fully gone), its EndpointSlices list exactly the Ready Pods, and
-        (local control plane) kube-proxy has synced its rules since. A client of a real cluster
+        (local control plane) kube-proxy's ruleset load-balances to exactly those Pods. A client of a real cluster
         cannot know this; a test that counts which backend answered must."""
         svc = self.get("Service", name)
         assert svc is not None, f"Service {name}"
