@@ -556,6 +556,16 @@ VALID = [
     ),
     pytest.param("TrainingRun", "alias", DELETE, id="tr-no-alias"),
     pytest.param(
+        "TrainingRun",
+        "tolerations",
+        [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"operator": "Exists"},
+            {"key": "zone", "value": "a", "effect": "NoExecute", "tolerationSeconds": 60},
+        ],
+        id="tr-tolerations",
+    ),
+    pytest.param(
         "ModelDeployment", "variants", [{"name": "only", "version": "1", "weight": 1}], id="md-single-variant"
     ),
     pytest.param("ModelDeployment", "variants.1.weight", 0, id="md-one-zero-weight"),
@@ -811,6 +821,17 @@ CEL_CASES = {
     "has(self.version) != has(self.alias)": [
         ("ModelDeployment", "variants.0.version", "1"),
         ("ModelDeployment", "variants.1.version", DELETE),
+    ],
+    "has(self.key) || (has(self.operator) && self.operator == 'Exists')": [
+        ("TrainingRun", "tolerations", [{"effect": "NoSchedule"}]),
+        ("ModelDeployment", "variants.0.tolerations", [{"operator": "Equal", "value": "x"}]),
+    ],
+    "!(has(self.operator) && self.operator == 'Exists') || !has(self.value) || self.value == ''": [
+        ("TrainingRun", "tolerations", [{"key": "gpu", "operator": "Exists", "value": "yes"}]),
+    ],
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')": [
+        ("TrainingRun", "tolerations", [{"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 30}]),
+        ("ModelDeployment", "variants.1.tolerations", [{"key": "gpu", "tolerationSeconds": 30}]),
     ],
 }
 MIRROR = [

@@ -451,3 +451,46 @@ def test_operator_upgrade_restarts_no_pod(monkeypatch: pytest.MonkeyPatch) -> No
     assert old and old == new
     router = next(o for o in desired_serving_children(OWNER, make_spec(), RESOLVED, CFG) if o["kind"] == "Deployment")
     assert router["metadata"]["labels"]["app.kubernetes.io/version"] == "1.1.0"
+
+
+GPU_NODES: dict[str, Any] = {
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "serving", "effect": "NoExecute", "tolerationSeconds": 60},
+    ],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+            ]
+        }
+    },
+}
+
+
+def _gpu_and_cpu_variants(router: str) -> ModelDeploymentSpec:
+    return make_spec(
+        router={"type": router},
+        variants=[
+            {"name": "gpu", "version": "1", "weight": 1, "resources": {"gpus": 1}, **GPU_NODES},
+            {"name": "cpu", "version": "2", "weight": 1},
+        ],
+    )
+
+
+def test_each_variant_pod_goes_where_its_variant_says() -> None:
+    spec = _gpu_and_cpu_variants("builtin")
+    gpu = build_variant_deployment(OWNER, spec, spec.variants[0], "1", CFG)["spec"]["template"]["spec"]
+    cpu = build_variant_deployment(OWNER, spec, spec.variants[1], "2", CFG)["spec"]["template"]["spec"]
+    assert {k: gpu[k] for k in GPU_NODES} == GPU_NODES
+    assert not GPU_NODES.keys() & cpu.keys()
+
+
+def test_seldon_predictor_pods_go_where_their_variant_says() -> None:
+    spec = _gpu_and_cpu_variants("seldon")
+    uris = {"gpu": "s3://m/1", "cpu": "s3://m/2"}
+    (sdep,) = desired_serving_children(OWNER, spec, {"gpu": "1", "cpu": "2"}, CFG, model_uris=uris)
+    pods = {p["name"]: p["componentSpecs"][0]["spec"] for p in sdep["spec"]["predictors"]}
+    assert {k: pods["gpu"][k] for k in GPU_NODES} == GPU_NODES
+    assert not GPU_NODES.keys() & pods["cpu"].keys()

@@ -192,3 +192,35 @@ def test_gpu_limit(gpus: int | None, expected: str | None) -> None:
     )
     res = job["spec"]["template"]["spec"]["containers"][0].get("resources", {})
     assert res.get("limits", {}).get("nvidia.com/gpu") == expected
+
+
+GPU_NODES = {
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu-type", "operator": "In", "values": ["a100"]}]}
+                ]
+            }
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("scheduling", [GPU_NODES, {}], ids=["gpu-nodes", "unset"])
+def test_training_pod_goes_where_the_spec_says(scheduling: dict) -> None:
+    raw = {**TRAIN.to_api(), **scheduling}
+    job = build_training_job(
+        owner("TrainingRun"),
+        TrainingRunSpec.model_validate(raw),
+        DATASET,
+        attempt=1,
+        run_id="r",
+        experiment_id="1",
+        dataset_version="sha256:" + "c" * 64,
+        cfg=CFG,
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert {k: pod[k] for k in GPU_NODES if k in pod} == scheduling

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "dockyard.dev"
@@ -31,6 +31,13 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # Go-style duration made of s/m/h parts, e.g. "90s", "1h30m".
 DURATION = r"^([0-9]+(s|m|h))+$"
+# Label keys and values, as Kubernetes checks them (IsQualifiedName / IsValidLabelValue); the
+# optional DNS-subdomain prefix of a key is not length-checked on its own (maxLength covers it).
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 # Kubernetes resource quantity (simplified but strict: no spaces, no quotes).
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
@@ -132,6 +139,104 @@ class ResourceRequirements(ApiModel):
         if limits:
             out["limits"] = limits
         return out
+
+
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]
+
+
+class Toleration(ApiModel):
+    """A Pod toleration (core/v1 Toleration), checked the way the API server checks one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel(
+                "has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+                "a toleration without key must use operator Exists (it then tolerates every taint)",
+            ),
+            cel(
+                "!(has(self.operator) && self.operator == 'Exists') || !has(self.value) || self.value == ''",
+                "a toleration with operator Exists takes no value",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerationSeconds needs effect NoExecute",
+            ),
+        )
+    )
+
+    key: str | None = Field(
+        default=None, pattern=LABEL_KEY, max_length=317, description="Taint key; unset with Exists matches every key."
+    )
+    operator: Literal["Equal", "Exists"] | None = Field(
+        default=None, description="Equal (the default when unset) or Exists."
+    )
+    value: str | None = Field(
+        default=None, pattern=LABEL_VALUE, max_length=63, description="Taint value, for operator Equal."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; unset matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="With NoExecute: how long the Pod stays after the taint appears."
+    )
+
+    @model_validator(mode="after")
+    def _like_the_api_server(self) -> Toleration:
+        exists = self.operator == "Exists"
+        if not self.key and not exists:
+            raise ValueError("a toleration without key must use operator Exists (it then tolerates every taint)")
+        if exists and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
+
+class Affinity(ApiModel):
+    """Pod affinity (core/v1 Affinity). The three parts are passed through to the Pod unchanged:
+    typing the whole of core/v1 here would duplicate a large API the API server already checks
+    when it creates the Job or Deployment."""
+
+    node_affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="core/v1 NodeAffinity: which nodes the Pod may or prefers to run on.",
+        json_schema_extra=schema_extra(preserve_unknown=True),
+    )
+    pod_affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="core/v1 PodAffinity: run near Pods matching a selector.",
+        json_schema_extra=schema_extra(preserve_unknown=True),
+    )
+    pod_anti_affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="core/v1 PodAntiAffinity: keep away from Pods matching a selector.",
+        json_schema_extra=schema_extra(preserve_unknown=True),
+    )
+
+
+class Scheduling(ApiModel):
+    """Where the workload's Pods may run; GPU nodes are usually tainted and labelled."""
+
+    node_selector: dict[str, LabelValue] | None = Field(
+        default=None,
+        # Keys are checked by the validator below, not in the schema: a key pattern would come
+        # out as patternProperties, which a structural schema cannot carry, and a CEL regex over
+        # the keys of an unbounded map exceeds the API server's CEL cost budget.
+        description="Node labels the Pod's node must have, e.g. {nvidia.com/gpu.present: \"true\"}.",
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=64, description="Taints the Pod tolerates, e.g. nvidia.com/gpu:NoSchedule."
+    )
+    affinity: Affinity | None = Field(default=None, description="Node and Pod affinity rules.")
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, selector: dict[str, str] | None) -> dict[str, str] | None:
+        for key in selector or {}:
+            if len(key) > 317 or not re.fullmatch(LABEL_KEY, key):
+                shown = key if len(key) <= 64 else key[:61] + "..."
+                raise ValueError(f"nodeSelector key {shown!r} is not a valid label key")
+        return selector
 
 
 class BaseStatus(ApiModel):

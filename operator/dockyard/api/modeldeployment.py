@@ -14,6 +14,7 @@ from .common import (
     ApiModel,
     BaseStatus,
     ResourceRequirements,
+    Scheduling,
     cel,
     schema_extra,
 )
@@ -53,8 +54,9 @@ ISTIO_GATEWAY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-class Variant(ApiModel):
-    """One model version served behind the router."""
+class Variant(Scheduling):
+    """One model version served behind the router; nodeSelector, tolerations and affinity
+    place its serving Pods (say, a GPU variant beside a CPU one)."""
 
     model_config = ConfigDict(
         json_schema_extra=schema_extra(

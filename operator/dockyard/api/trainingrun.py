@@ -13,6 +13,7 @@ from .common import (
     ApiModel,
     BaseStatus,
     ResourceRequirements,
+    Scheduling,
     cel,
     schema_extra,
 )
@@ -153,11 +154,13 @@ class RetryPolicy(ApiModel):
     )
 
 
-class TrainingRunSpec(ApiModel):
+class TrainingRunSpec(Scheduling):
     """Desired state of a TrainingRun.
 
     datasetRef, modelName, trainer and resources are immutable once created: a TrainingRun
-    is a record of what was trained; change the recipe by creating a new one.
+    is a record of what was trained; change the recipe by creating a new one. nodeSelector,
+    tolerations and affinity may change: they apply to the next attempt's Job (a Job's Pod
+    template cannot change once created).
     """
 
     model_config = ConfigDict(

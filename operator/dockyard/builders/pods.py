@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.common import Scheduling
 from ..config import OperatorConfig
 
 RUN_AS_USER = 1000
@@ -64,3 +65,10 @@ def pod_spec_common(cfg: OperatorConfig) -> dict[str, Any]:
     if cfg.service_account:
         spec["serviceAccountName"] = cfg.service_account
     return spec
+
+
+def pod_scheduling(spec: Scheduling) -> dict[str, Any]:
+    """nodeSelector, tolerations and affinity for a Pod spec; only the ones the user set, so
+    Pods of specs without them (and their spec hashes) stay as they were."""
+    wire = spec.to_api()
+    return {key: wire[key] for key in ("nodeSelector", "tolerations", "affinity") if key in wire}

@@ -46,7 +46,13 @@ from ..routers.common import (
     variant_fqdn,
     variant_service_name,
 )
-from .pods import container_security_context, drain_lifecycle, mlflow_env_from, pod_spec_common
+from .pods import (
+    container_security_context,
+    drain_lifecycle,
+    mlflow_env_from,
+    pod_scheduling,
+    pod_spec_common,
+)
 
 MODEL_DIR = "/mnt/models"
 MODELS_VOLUME = "models"
@@ -178,6 +184,7 @@ def build_variant_deployment(
 
     pod_spec: dict[str, Any] = {
         **pod_spec_common(cfg),
+        **pod_scheduling(variant),
         # Service links would inject e.g. MLSERVER_PORT for a Service named "mlserver", which
         # MLServer reads as a setting.
         "enableServiceLinks": False,

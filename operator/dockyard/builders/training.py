@@ -25,6 +25,7 @@ from .pods import (
     container_security_context,
     env_list,
     mlflow_env_from,
+    pod_scheduling,
     pod_spec_common,
     tmp_volume,
 )
@@ -73,6 +74,7 @@ def _job(
     backoff_limit: int,
     active_deadline_seconds: int | None,
     extra_labels: dict[str, str] | None = None,
+    scheduling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     meta = owner["metadata"]
     labels = standard_labels(owner_kind=owner["kind"], owner_name=meta["name"], component=component,
@@ -92,6 +94,7 @@ def _job(
             "metadata": {"labels": pod_template_labels(labels)},
             "spec": {
                 **pod_spec_common(cfg),
+                **(scheduling or {}),
                 "restartPolicy": "Never",
                 "containers": [container],
                 "volumes": [*volumes, tmp_vol],
@@ -230,4 +233,5 @@ def build_training_job(
         backoff_limit=spec.backoff_limit,
         active_deadline_seconds=spec.active_deadline_seconds,
         extra_labels={ATTEMPT_LABEL: str(attempt)},
+        scheduling=pod_scheduling(spec),
     )

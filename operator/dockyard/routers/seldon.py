@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec
+from ..builders.pods import pod_scheduling
 from ..config import OperatorConfig
 from ..labels import (
     MODEL_LABEL,
@@ -105,6 +106,7 @@ def build_seldon_deployment(
                         "fsGroup": SELDON_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **pod_scheduling(v),
                     "containers": [container],
                 },
             }],
