@@ -27,7 +27,7 @@ def example_spec(**changes: Any) -> dict[str, Any]:
 
 
 def spec_of(columns: list[dict[str, Any]], **rules: Any) -> DatasetSpec:
-    wire: dict[str, Any] = {"source": {"uri": "file:///data/x.csv"}, "schema": {"columns": columns}}
+    wire: dict[str, Any] = {"source": {"uri": "s3://bucket/x.csv"}, "schema": {"columns": columns}}
     if rules:
         wire["validation"] = rules
     return DatasetSpec.model_validate(wire)
@@ -114,7 +114,7 @@ def test_allowed_values_mixed_representations() -> None:
 
 
 def test_target_missing() -> None:
-    spec = DatasetSpec.model_validate({"source": {"uri": "file:///d/x.csv"}, "schema": {"target": "label"}})
+    spec = DatasetSpec.model_validate({"source": {"uri": "s3://bucket/x.csv"}, "schema": {"target": "label"}})
     _, errors = errors_for(pd.DataFrame({"a": [1]}), spec)
     assert errors == ["target column 'label' is missing"]
 
@@ -123,7 +123,7 @@ def test_target_missing() -> None:
 
 
 def test_min_rows() -> None:
-    spec = DatasetSpec.model_validate({"source": {"uri": "file:///d/x.csv"}, "validation": {"minRows": 5}})
+    spec = DatasetSpec.model_validate({"source": {"uri": "s3://bucket/x.csv"}, "validation": {"minRows": 5}})
     reason, errors = errors_for(pd.DataFrame({"a": [1, 2]}), spec)
     assert reason == "QualityRuleViolation"
     assert errors == ["2 rows, fewer than minRows 5"]
@@ -131,7 +131,7 @@ def test_min_rows() -> None:
 
 def test_max_missing_fraction() -> None:
     spec = DatasetSpec.model_validate(
-        {"source": {"uri": "file:///d/x.csv"}, "validation": {"maxMissingFraction": 0.25}}
+        {"source": {"uri": "s3://bucket/x.csv"}, "validation": {"maxMissingFraction": 0.25}}
     )
     frame = pd.DataFrame({"ok": [1, 2, 3, 4], "bad": [1, None, None, 4]})
     reason, errors = errors_for(frame, spec)

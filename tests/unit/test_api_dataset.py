@@ -85,12 +85,12 @@ def test_wire_form_uses_schema_alias() -> None:
             },
             id="pvc",
         ),
+        pytest.param("source.uri", "file:///data/sub/.hidden/x..csv", id="dots-inside-names"),
         pytest.param(
             "source",
-            {"uri": "file:///data/x.csv", "volume": {"configMap": {"name": "c"}, "mountPath": "/"}},
-            id="mount-root",
+            {"uri": "file:///d/.cache/..v/x.csv", "volume": {"configMap": {"name": "c"}, "mountPath": "/d/.cache/..v"}},
+            id="mount-dot-names",
         ),
-        pytest.param("source", {"uri": "file:///tmp/x.csv"}, id="file-without-volume"),
         pytest.param("source.volume.mountPath", "/data/", id="mount-trailing-slash"),
         pytest.param("schema", None, id="no-schema"),
         pytest.param("schema", {"target": "y"}, id="target-without-columns"),
@@ -148,6 +148,14 @@ def test_accepts(path: str, value: Any) -> None:
             "source.volume.mountPath", "/data;rm", ("source", "volume", "mountPath"), id="mountpath-semicolon"
         ),
         pytest.param("source.volume.mountPath", "/other", ("source",), id="uri-outside-mountpath"),
+        pytest.param("source", {"uri": "file:///etc/passwd"}, ("source",), id="file-without-volume"),
+        pytest.param("source.uri", "file:///data/../etc/passwd", ("source",), id="uri-dotdot-escape"),
+        pytest.param("source.uri", "file:///data/%2E%2e/etc/passwd", ("source",), id="uri-encoded-dots"),
+        pytest.param("source.uri", "file:///data/..%2Fetc/passwd", ("source",), id="uri-encoded-slash"),
+        pytest.param("source.volume.mountPath", "/", ("source", "volume", "mountPath"), id="mount-root"),
+        pytest.param(
+            "source.volume.mountPath", "/data/..", ("source", "volume", "mountPath"), id="mountpath-dotdot"
+        ),
         pytest.param("source.volume.mountPath", "/dat", ("source",), id="uri-prefix-is-not-a-directory"),
         pytest.param("schema.columns.0.type", "date", ("schema", "columns", 0, "type"), id="column-type"),
         pytest.param(
@@ -199,7 +207,7 @@ def test_error_messages_name_the_problem() -> None:
         DatasetSpec.model_validate(with_("schema.target", "label"))
     with pytest.raises(pydantic.ValidationError, match="column names must be unique"):
         DatasetSpec.model_validate(with_("schema.columns.1.name", "sepal_length"))
-    with pytest.raises(pydantic.ValidationError, match="not inside volume.mountPath"):
+    with pytest.raises(pydantic.ValidationError, match="must lie under source.volume.mountPath"):
         DatasetSpec.model_validate(with_("source.volume.mountPath", "/other"))
 
 

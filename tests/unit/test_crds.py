@@ -822,6 +822,17 @@ CEL_CASES = {
         ("ModelDeployment", "variants.0.version", "1"),
         ("ModelDeployment", "variants.1.version", DELETE),
     ],
+    "!self.uri.startsWith('file://') || (has(self.volume) && self.uri.startsWith('file://' + "
+    "(self.volume.mountPath.endsWith('/') ? self.volume.mountPath : self.volume.mountPath + '/')))": [
+        ("Dataset", "source", {"uri": "file:///etc/passwd"}),
+        ("Dataset", "source.uri", "file:///etc/passwd"),
+        ("Dataset", "source.uri", "file:///database.csv"),
+    ],
+    "!self.uri.startsWith('file://') || !self.uri.matches('(^|/)[.][.]([/?#]|$)|%2[eEfF]')": [
+        ("Dataset", "source.uri", "file:///data/../etc/passwd"),
+        ("Dataset", "source.uri", "file:///data/%2e%2E/etc/passwd"),
+        ("Dataset", "source.uri", "file:///data/..%2fetc/passwd"),
+    ],
     "has(self.key) || (has(self.operator) && self.operator == 'Exists')": [
         ("TrainingRun", "tolerations", [{"effect": "NoSchedule"}]),
         ("ModelDeployment", "variants.0.tolerations", [{"operator": "Equal", "value": "x"}]),

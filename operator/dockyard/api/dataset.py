@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -24,6 +25,18 @@ DataFormat = Literal["csv", "parquet", "jsonl"]
 ColumnType = Literal["integer", "float", "string", "boolean"]
 
 _SOURCE_SCHEMES = r"^(file|https?|s3)://[^\s]+$"
+# A file:// URI must not climb out of the volume: no `..` segment, and no percent-encoded `.`
+# or `/` either, since the runtime decodes the path before opening it. No backslashes, so the
+# same text serves as a Python and a CEL regex.
+_FILE_ESCAPE = r"(^|/)[.][.]([/?#]|$)|%2[eEfF]"
+# Path segments that are names: no empty, `.` or `..` segment, so `/` or `/data/..` (a volume
+# over the root filesystem) cannot make every path "inside the mount".
+_MOUNT_PATH = r"^(/(\.?[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*)+/?$"
+OUTSIDE_VOLUME = (
+    "a file:// uri must lie under source.volume.mountPath: the Pods mount nothing else, and any "
+    "other path would read the runtime image's own files"
+)
+ESCAPES_VOLUME = "a file:// uri must not contain '..' segments or percent-encoded '.' or '/'"
 
 
 class VolumeSource(ApiModel):
@@ -46,7 +59,7 @@ class VolumeSource(ApiModel):
     )
     mount_path: str = Field(
         default="/data",
-        pattern=r"^/[A-Za-z0-9._/-]*$",
+        pattern=_MOUNT_PATH,
         max_length=256,
         description="Where the volume is mounted; `file://` URIs point inside it.",
     )
@@ -60,6 +73,18 @@ class VolumeSource(ApiModel):
 
 class DataSource(ApiModel):
     """Where the data is read from."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel(
+                "!self.uri.startsWith('file://') || (has(self.volume) && self.uri.startsWith('file://' + "
+                "(self.volume.mountPath.endsWith('/') ? self.volume.mountPath : self.volume.mountPath + '/')))",
+                OUTSIDE_VOLUME,
+                ".uri",
+            ),
+            cel(f"!self.uri.startsWith('file://') || !self.uri.matches('{_FILE_ESCAPE}')", ESCAPES_VOLUME, ".uri"),
+        )
+    )
 
     uri: str = Field(
         description="file:///path, http(s)://host/path or s3://bucket/key.",
@@ -79,14 +104,14 @@ class DataSource(ApiModel):
     )
 
     @model_validator(mode="after")
-    def _file_needs_volume(self) -> DataSource:
-        if self.uri.startswith("file://") and self.volume is not None:
-            path = self.uri[len("file://") :]
-            if not path.startswith(self.volume.mount_path.rstrip("/") + "/"):
-                raise ValueError(
-                    f"uri path {path!r} is not inside volume.mountPath "
-                    f"{self.volume.mount_path!r}"
-                )
+    def _file_inside_volume(self) -> DataSource:
+        if not self.uri.startswith("file://"):
+            return self
+        mount = self.volume.mount_path if self.volume is not None else None
+        if mount is None or not self.uri.startswith("file://" + mount.rstrip("/") + "/"):
+            raise ValueError(f"{OUTSIDE_VOLUME} (uri {self.uri!r}, mountPath {mount!r})")
+        if re.search(_FILE_ESCAPE, self.uri):
+            raise ValueError(ESCAPES_VOLUME)
         return self
 
 
