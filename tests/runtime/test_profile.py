@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,8 @@ def test_profile_numbers_and_strings() -> None:
         "min": 1,
         "max": 3,
     }
-    assert p["s"] == {"type": "string", "missingFraction": 0.25, "distinct": 2, "top": {"a": 2, "b": 1}}
+    # No top values: "a" and "b" are each seen in fewer than TOP_MIN_COUNT rows.
+    assert p["s"] == {"type": "string", "missingFraction": 0.25, "distinct": 2}
     assert p["i"]["type"] == "integer" and p["i"]["mean"] == 2.5
     json.dumps(p, allow_nan=False)
 
@@ -174,7 +176,7 @@ def test_profile_all_missing_and_inf_are_json_safe() -> None:
 def test_wide_dataset_is_truncated_under_limit() -> None:
     rng = np.random.default_rng(0)
     cols: dict[str, Any] = {f"num_{i:03d}": rng.normal(size=50) for i in range(150)}
-    cols.update({f"text_{i:03d}": [f"value-{j % 17}-{'x' * 30}" for j in range(50)] for i in range(150)})
+    cols.update({f"text_{i:03d}": [f"value-{j % 5}-{'x' * 30}" for j in range(50)] for i in range(150)})
     frame = pd.DataFrame(cols)
     result = prof.Result(
         ok=True, version="sha256:" + "0" * 64, rows=50, columns=300, profile=prof.build_profile(frame)
@@ -192,8 +194,8 @@ def test_wide_dataset_is_truncated_under_limit() -> None:
 
 
 def test_moderate_dataset_drops_top_values_only() -> None:
-    frame = pd.DataFrame({f"t{i}": [f"{'v' * 35}{j}" for j in range(10)] for i in range(16)})
-    result = prof.Result(ok=True, rows=10, columns=16, profile=prof.build_profile(frame))
+    frame = pd.DataFrame({f"t{i}": [f"{'v' * 35}{j % 5}" for j in range(50)] for i in range(16)})
+    result = prof.Result(ok=True, rows=50, columns=16, profile=prof.build_profile(frame))
     full = len(prof.dumps(result.to_json()))
     assert full > TERMINATION_LIMIT
     out = json.loads(prof.render(result))
@@ -317,3 +319,52 @@ def test_invalid_spec_json(tmp_path: Path) -> None:
     }
     code, out, _ = run_profile(tmp_path, env)
     assert code == 2 and out["reason"] == "InvalidSpec"
+
+
+# ----------------------------------------------------------------------------- raw values
+
+
+def profile_of_people(tmp_path: Path, columns: list[dict[str, Any]], diagnoses: list[str]) -> dict[str, Any]:
+    """`dockyard profile` (in process) over 200 people with the declared ``columns``."""
+    n = len(diagnoses)
+    pd.DataFrame(
+        {
+            "email": [f"user{i}@example.com" for i in range(n)],
+            "diagnosis": diagnoses,
+            "salary": [30_000 + 17 * i for i in range(n)],
+            "plan": ["free", "pro"] * (n // 2),
+        }
+    ).to_csv(tmp_path / "people.csv", index=False)
+    spec = {"source": {"uri": "s3://bucket/people.csv"}, "schema": {"columns": columns}}
+    args = prof.parse_args(["--uri", (tmp_path / "people.csv").as_uri(), "--spec", json.dumps(spec)])
+    result, _, _ = prof.run(args, {})
+    return result.to_json()
+
+
+SENSITIVE = [
+    {"name": "diagnosis", "type": "string", "sensitive": True},
+    {"name": "salary", "type": "integer", "sensitive": True},
+]
+
+
+def test_profile_shows_raw_values_only_of_frequent_values_of_open_low_cardinality_columns(
+    tmp_path: Path,
+) -> None:
+    out = profile_of_people(tmp_path, SENSITIVE, ["flu", "cold", "asthma", "none"] * 50)
+    profile = out["profile"]
+    text = json.dumps(profile)
+    assert "example.com" not in text  # 200 distinct e-mails: high cardinality
+    assert not {"flu", "cold", "asthma"} & set(re.findall(r"\w+", text))  # sensitive
+    assert "30000" not in text and "min" not in profile["salary"]  # sensitive number: no extremes
+    assert profile["plan"]["top"] == {"free": 100, "pro": 100}
+    # Counts stay for every column.
+    assert profile["email"]["distinct"] == 200 and profile["diagnosis"]["distinct"] == 4
+    assert profile["salary"]["missingFraction"] == 0
+
+
+def test_errors_name_no_value_of_a_sensitive_column(tmp_path: Path) -> None:
+    columns = [{**SENSITIVE[0], "allowedValues": ["flu", "cold"]}]
+    out = profile_of_people(tmp_path, columns, ["flu"] * 199 + ["hiv"])
+    assert out["reason"] == "SchemaViolation"
+    assert "hiv" not in json.dumps(out)
+    assert "diagnosis" in out["errors"][0]

@@ -126,6 +126,13 @@ class ColumnSpec(ApiModel):
         description="If set, every non-missing value must be one of these.",
         max_length=1000,
     )
+    sensitive: bool = Field(
+        default=False,
+        description=(
+            "Keep only counts for this column in status.profile and in error messages: no values, "
+            "no mean or extremes."
+        ),
+    )
 
 
 class DataSchema(ApiModel):

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,12 @@ MAX_ERRORS = 10
 MAX_ERROR_LEN = 200
 TOP_VALUES = 5
 TOP_VALUE_LEN = 40
+# status.profile is readable by anyone who may `get` the Dataset, so raw values appear there only
+# for categorical columns: at most TOP_MAX_DISTINCT distinct values, and only values seen in at
+# least TOP_MIN_COUNT rows (a rarer value can point at one person). Names, e-mails and ids are
+# high-cardinality and never shown; columns declared `sensitive` keep counts only.
+TOP_MAX_DISTINCT = 20
+TOP_MIN_COUNT = 5
 SAMPLE_BAD_VALUES = 3
 
 
@@ -178,7 +184,9 @@ def check_schema(frame: pd.DataFrame, schema: DataSchema | None, fmt: str = "csv
         if col.allowed_values:
             unique = series.dropna().unique().tolist()
             bad = [v for v in unique if not _value_allowed(v, col.allowed_values)]
-            if bad:
+            if bad and col.sensitive:  # the errors reach status: count them, show none
+                errors.append(f"column {col.name!r}: {len(bad)} distinct value(s) not in allowedValues")
+            elif bad:
                 sample = ", ".join(_short(v) for v in bad[:SAMPLE_BAD_VALUES])
                 more = f" (+{len(bad) - SAMPLE_BAD_VALUES} more)" if len(bad) > SAMPLE_BAD_VALUES else ""
                 errors.append(f"column {col.name!r}: values not in allowedValues: {sample}{more}")
@@ -213,15 +221,16 @@ def check_rules(frame: pd.DataFrame, rules: ValidationRules | None) -> list[str]
 # --------------------------------------------------------------------------- profile
 
 
-def profile_column(series: pd.Series) -> dict[str, Any]:
-    """Compact profile of one column."""
+def profile_column(series: pd.Series, *, sensitive: bool = False) -> dict[str, Any]:
+    """Compact profile of one column; a sensitive one gets counts only (no mean or extremes,
+    which are values of rows too)."""
     rows = len(series)
     missing = int(series.isna().sum())
     kind = _kind(series)
     out: dict[str, Any] = {"type": kind, "missingFraction": _num(missing / rows) if rows else 0}
     non_null = series.dropna()
     if kind in ("integer", "float"):
-        if len(non_null):
+        if len(non_null) and not sensitive:
             import numpy as np
 
             values = non_null.astype("float64")
@@ -234,12 +243,16 @@ def profile_column(series: pd.Series) -> dict[str, Any]:
     as_text = non_null.map(lambda v: v if isinstance(v, str) else str(v))
     counts = as_text.value_counts()
     out["distinct"] = len(counts)
-    out["top"] = {shorten(str(k), TOP_VALUE_LEN): int(v) for k, v in counts.head(TOP_VALUES).items()}
+    if sensitive or len(counts) > TOP_MAX_DISTINCT:
+        return out
+    top = counts[counts >= TOP_MIN_COUNT].head(TOP_VALUES)
+    if len(top):
+        out["top"] = {shorten(str(k), TOP_VALUE_LEN): int(v) for k, v in top.items()}
     return out
 
 
-def build_profile(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    return {str(name): profile_column(frame[name]) for name in frame.columns}
+def build_profile(frame: pd.DataFrame, sensitive: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    return {str(name): profile_column(frame[name], sensitive=str(name) in sensitive) for name in frame.columns}
 
 
 def bound_errors(errors: Sequence[str]) -> list[str]:
@@ -383,7 +396,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Result, i
         return result, exc.exit_code, priority
     result.rows = len(frame)
     result.columns = len(frame.columns)
-    result.profile = build_profile(frame)
+    schema = spec.data_schema if spec else None
+    result.profile = build_profile(frame, {c.name for c in schema.columns if c.sensitive} if schema else ())
     reason, errors = validate(frame, spec, fmt)
     result.reason = reason
     result.errors = bound_errors(errors)
