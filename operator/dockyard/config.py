@@ -26,6 +26,7 @@ class OperatorConfig:
     workers: int = 16
     alias_refresh_seconds_min: int = 5
     history_limit: int = 10
+    resync_seconds: float = 300.0  # re-list every watched kind (heals DELETEs missed in a watch gap)
     enabled_routers: frozenset[str] = field(
         default_factory=lambda: frozenset({"builtin", "gateway", "istio", "seldon"})
     )
@@ -47,6 +48,7 @@ class OperatorConfig:
             log_format=_env("DOCKYARD_LOG_FORMAT", cls.log_format),
             workers=int(_env("DOCKYARD_WORKERS", str(cls.workers))),
             history_limit=int(_env("DOCKYARD_HISTORY_LIMIT", str(cls.history_limit))),
+            resync_seconds=float(_env("DOCKYARD_RESYNC_SECONDS", str(cls.resync_seconds))),
             enabled_routers=frozenset(r.strip() for r in routers.split(",") if r.strip()),
             cluster_domain=_env("DOCKYARD_CLUSTER_DOMAIN", cls.cluster_domain),
         )

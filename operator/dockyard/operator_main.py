@@ -19,8 +19,8 @@ import kopf
 from . import __version__, metrics
 from .config import OperatorConfig
 from .controllers import dataset, modeldeployment, trainingrun
-from .controllers.base import Cache, Context, EventRecorder, Runtime, WorkQueue, slim
-from .kube import KubeClient
+from .controllers.base import Cache, Context, EventRecorder, Runtime, Watched, WorkQueue
+from .kube import Credentials, KubeClient, kopf_login
 from .labels import MANAGED_BY
 from .mlflow_client import MlflowClient
 
@@ -28,16 +28,26 @@ log = logging.getLogger("dockyard")
 
 GROUP_VERSION = "dockyard.dev/v1alpha1"
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_SELECTOR = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
+CHILD_RESOURCES = (("batch", "jobs"), ("apps", "deployments"))
 
 
-def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorRegistry:
+def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Sequence[str] = ()) -> kopf.OperatorRegistry:
     """A fresh registry whose handlers feed one Runtime (kept in `state['runtime']`)."""
     registry = kopf.OperatorRegistry()
 
+    # One set of credentials for kopf's watches and the controllers' client (dockyard.kube):
+    # in-cluster service account, else KUBECONFIG; exec plugins re-run when their token expires.
+    credentials = Credentials()
+    logins = 0
+
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # Same sources as kubectl: in-cluster service account, else KUBECONFIG.
-        return kopf.login_via_client(**kwargs)
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        nonlocal logins
+        logins += 1
+        info: kopf.ConnectionInfo = await kopf_login(credentials, first=logins == 1,
+                                                     trust_env=settings.networking.trust_env)
+        return info
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -50,14 +60,21 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
-        kube = KubeClient.from_environment()
+        # Only our own children are streamed, not every Job and Deployment in the cluster.
+        for group, plural in CHILD_RESOURCES:
+            settings.watching.label_selectors[group, plural] = CHILD_SELECTOR
+        kube = KubeClient(credentials)
         ctx = Context(kube=kube, mlflow=MlflowClient(cfg.mlflow_tracking_uri), cfg=cfg, cache=Cache(),
                       queue=WorkQueue(), events=EventRecorder(kube))
-        runtime = Runtime(ctx)
+        runtime = Runtime(ctx, namespaces=list(namespaces), resync_seconds=cfg.resync_seconds)
         runtime.register(dataset.KIND, dataset.reconcile)
         runtime.register(trainingrun.KIND, trainingrun.reconcile)
-        runtime.register(modeldeployment.KIND, modeldeployment.reconcile)
-        await runtime.start(cfg.workers)
+        runtime.register(modeldeployment.KIND, modeldeployment.reconcile, forget=modeldeployment.forget)
+        for kind in (dataset.KIND, trainingrun.KIND, modeldeployment.KIND):
+            runtime.watch(Watched(kind, GROUP_VERSION))
+        runtime.watch(Watched("Job", "batch/v1", CHILD_SELECTOR, keep_spec=False))
+        runtime.watch(Watched("Deployment", "apps/v1", CHILD_SELECTOR, keep_spec=False))
+        await runtime.start(cfg.workers)  # workers wait for the first list of every kind
         state["runtime"] = runtime
         log.info("dockyard %s started; MLflow at %s", __version__, cfg.mlflow_tracking_uri)
 
@@ -93,16 +110,14 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
     @kopf.on.event(GROUP_VERSION, "modeldeployments", registry=registry)
     async def on_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _runtime().observe(modeldeployment.KIND, event.get("type"), dict(body))
-        if event.get("type") == "DELETED":
-            modeldeployment.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
     @kopf.on.event("batch/v1", "jobs", labels=CHILD_LABELS, registry=registry)
     async def on_job(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        _on_child(_runtime(), "Job", event, dict(body))
+        _runtime().observe_child("Job", event.get("type"), dict(body))
 
     @kopf.on.event("apps/v1", "deployments", labels=CHILD_LABELS, registry=registry)
     async def on_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        _on_child(_runtime(), "Deployment", event, dict(body))
+        _runtime().observe_child("Deployment", event.get("type"), dict(body))
 
     @kopf.on.probe(id="api", registry=registry)
     async def api_probe(**_: Any) -> str:
@@ -123,16 +138,6 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig) -> kopf.OperatorR
     return registry
 
 
-def _on_child(runtime: Runtime, kind: str, event: kopf.RawEvent, body: dict[str, Any]) -> None:
-    meta = body.get("metadata", {})
-    key = (kind, meta.get("namespace", ""), meta.get("name", ""))
-    if event.get("type") == "DELETED":
-        runtime.ctx.cache.drop(key)
-    else:
-        runtime.ctx.cache.put(key, slim(body, keep_spec=False))
-    runtime.enqueue_owner(body)
-
-
 async def run(
     *,
     cfg: OperatorConfig,
@@ -146,7 +151,7 @@ async def run(
 ) -> None:
     """Run the operator until `stop_flag` is set (or the task is cancelled)."""
     state: dict[str, Any] = {}
-    registry = build_registry(state, cfg)
+    registry = build_registry(state, cfg, namespaces)
     await kopf.operator(
         registry=registry,
         clusterwide=clusterwide and not namespaces,

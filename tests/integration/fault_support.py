@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -61,6 +62,67 @@ TRAIN_RESULT = {"ok": True, "metrics": {}}
 # The node agent's instant mode: profiling and training Pods "succeed" at once with
 # a valid result as their termination message (by their app.kubernetes.io/component label).
 INSTANT_RESULTS = {"profiler": json.dumps(PROFILE_RESULT), "trainer": json.dumps(TRAIN_RESULT)}
+
+
+# ------------------------------------------------------------------------------ phases
+
+# The order a TrainingRun attempt's phase may only move forward in. A new attempt (retraining)
+# starts again from Pending.
+PHASE_ORDER = {None: 0, "Pending": 1, "WaitingForData": 2, "Running": 3, "Registering": 4,
+               "Succeeded": 5, "Rejected": 5, "Failed": 5}
+
+
+class PhaseRecorder:
+    """Every phase each TrainingRun of a namespace goes through, as its watch delivers them.
+
+    A watch (not polling) so that a step back that lasts one write is seen too. Start it before
+    the objects exist, stop it after; ``regressions()`` lists every step back of an attempt's phase."""
+
+    def __init__(self, kube: KubeEnv) -> None:
+        from kubernetes import client, config
+
+        self._api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kube.kubeconfig)))
+        self._namespace = kube.namespace
+        self.seen: dict[str, list[tuple[int, str | None]]] = {}  # name -> [(attempt, phase)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> PhaseRecorder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        rv = None
+        while not self._stop.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    self._api.list_namespaced_custom_object, "dockyard.dev", "v1alpha1", self._namespace,
+                    "trainingruns", resource_version=rv, timeout_seconds=2, allow_watch_bookmarks=False,
+                ):
+                    obj = event["object"]
+                    rv = obj["metadata"]["resourceVersion"]
+                    status = obj.get("status") or {}
+                    entry = (int(status.get("attempt") or 1), status.get("phase"))
+                    trail = self.seen.setdefault(obj["metadata"]["name"], [])
+                    if not trail or trail[-1] != entry:
+                        trail.append(entry)
+                    if self._stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - a broken watch resumes; a 410 re-lists from now
+                rv = None
+
+    def regressions(self) -> dict[str, list[tuple[int, str | None]]]:
+        def rank(entry: tuple[int, str | None]) -> tuple[int, int]:
+            return entry[0], PHASE_ORDER.get(entry[1], -1)
+
+        return {name: trail for name, trail in self.seen.items()
+                if any(rank(b) < rank(a) for a, b in zip(trail, trail[1:], strict=False))}
 
 
 # ------------------------------------------------------------------------------ objects

@@ -31,6 +31,7 @@ import pytest
 from tests.integration.fault_support import (
     INSTANT_RESULTS,
     Load,
+    PhaseRecorder,
     assert_converged,
     dataset_objects,
     deployment_variants,
@@ -138,6 +139,7 @@ def test_operator_survives_sigkill_at_random_points(
     kube.faults.add_latency(
         WRITE_LATENCY, method="POST", path_regex=rf"/namespaces/{kube.namespace}/"
     )
+    phases = PhaseRecorder(kube).start()
     for doc in dataset_objects():
         kube.apply(doc)
     apply_wave(0)
@@ -169,6 +171,9 @@ def test_operator_survives_sigkill_at_random_points(
     print("\n".join(interrupted))
     assert operator.starts == kills + 1
     assert_converged(kube, mlflow_server, load, timeout=240)
+    phases.stop()
+    # Across every kill and restart, no TrainingRun's phase stepped back.
+    assert phases.regressions() == {}
     assert operator.alive()
     # Kills leave no trace in the log (SIGKILL); a Traceback is an unexpected exception in some
     # reconcile (expected failures log one WARNING line without one), in any of the lives.
@@ -221,6 +226,7 @@ def test_converges_under_random_api_faults(
     serving_model = f"fs-serve-{kube.namespace}"
     aliases = register_serving_model(mlflow_server, serving_model)
     kube.run_pods_instantly(INSTANT_RESULTS)
+    phases = PhaseRecorder(kube).start()
     operator = operator_factory().start()
     load = Load(kube.namespace)
     actions = _fault_actions(kube.namespace)
@@ -260,6 +266,8 @@ def test_converges_under_random_api_faults(
     # The faults reached the operator (client retries, failed reconciles), not just the void.
     assert felt["client retries"] + felt["failed reconciles"] > 0, felt
     assert_converged(kube, mlflow_server, load, timeout=180)
+    phases.stop()
+    assert phases.regressions() == {}
     assert operator.alive() and operator.starts == 1
     assert tracebacks(operator) == []
 

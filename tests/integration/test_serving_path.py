@@ -199,6 +199,23 @@ def test_delete_removes_children(kube: KubeEnv, operator: OperatorProcess, model
     assert operator.alive() and operator.error_lines() == []
 
 
+def test_recreated_under_the_same_name_serves_its_own_version(
+    kube: KubeEnv, operator: OperatorProcess, model: str
+) -> None:
+    """A deleted ModelDeployment's state goes with it: a new one under the same name, at the same
+    generation, pinned to another version, resolves and serves that version."""
+    kube.apply(md(model, [{"name": "a", "version": "1", "weight": 1}]))
+    ready(kube)
+    kube.delete("ModelDeployment", "iris")
+    kube.wait_for_deleted("ModelDeployment", "iris")
+    kube.wait_for_deleted("Deployment", "iris-a", timeout=30)
+    kube.apply(md(model, [{"name": "a", "version": "2", "weight": 1}]))
+    got = ready(kube)
+    assert got["status"]["variants"][0]["resolvedVersion"] == "2"
+    variant = kube.get("Deployment", "iris-a")
+    assert variant is not None and variant["metadata"]["labels"]["dockyard.dev/model-version"] == "2"
+
+
 def test_unknown_alias_and_version_are_reported(
     kube: KubeEnv, operator: OperatorProcess, model: str
 ) -> None:

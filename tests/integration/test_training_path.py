@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,59 @@ def test_failing_training_command_marks_run_failed(
     run = mlflow_server.client().get_run(tr["status"]["mlflowRunId"])
     assert run.info.status == "FAILED"
     assert versions_of(mlflow_server, model) == []
+
+
+def test_custom_trainer_failure_reports_exit_code_and_last_words(
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    """A bring-your-own trainer that dies says how: its exit code and the tail of its log (it wrote
+    no termination message) are in the status message and the Event, not only "backoff limit"."""
+    trainer = {"custom": {"image": "python:3.12-slim", "command": [
+        "python3", "-c", "import sys; print('loading data'); print('CUDA out of memory', file=sys.stderr); sys.exit(7)"]}}
+    iris_setup(kube, model=model_name(kube), tr_patch={"trainer": trainer})
+    tr = wait_phase(kube, "TrainingRun", "iris-rf", TERMINAL)
+    assert phase(tr) == "Failed"
+    message = tr["status"]["message"]
+    assert "exited with code 7" in message and "CUDA out of memory" in message, message
+    events = kube.wait_for(lambda: [e for e in kube.list("Event") if e.get("reason") == "BackoffLimitExceeded"
+                                    and e["involvedObject"]["kind"] == "TrainingRun"], 30, message="Event")
+    assert "exited with code 7" in events[0]["message"]
+
+
+def test_bound_attempt_never_waits_for_data_again_and_shows_why_it_is_stuck(
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    """A training Pod that cannot be scheduled shows why in status (no Job condition says it, and
+    no deadline ends it). Its Dataset edited, deleted and re-created meanwhile, across an operator
+    restart, never sends the bound attempt back to WaitingForData."""
+    from tests.integration.fault_support import PhaseRecorder
+
+    phases = PhaseRecorder(kube).start()
+    iris_setup(kube, model=model_name(kube), tr_patch={"resources": {"requests": {"cpu": "1000"}}})
+    tr = kube.wait_for_object("TrainingRun", "iris-rf", lambda o: cond(o, "Trained").get("reason") == "Unschedulable",
+                              timeout=120)
+    assert phase(tr) == "Running" and cond(tr, "Ready")["status"] == "False"
+    assert "Insufficient cpu" in tr["status"]["message"], tr["status"]
+    ds = example("iris", "Dataset")
+    ds["spec"]["validation"]["minRows"] = 10
+    kube.apply(ds)
+    wait_phase(kube, "Dataset", "iris", ("Ready",))
+    kube.delete("Dataset", "iris")
+    kube.wait_for_deleted("Dataset", "iris")
+    operator.restart()
+    kube.apply(example("iris", "Dataset"))
+    wait_phase(kube, "Dataset", "iris", ("Ready",))
+    # The restarted operator has judged the TrainingRun against the re-created Dataset.
+    kube.wait_for(lambda: _reconciles(operator, "TrainingRun") >= 2, 60, message="TrainingRun reconciled")
+    phases.stop()
+    assert phases.regressions() == {}, phases.seen
+    tr = kube.get("TrainingRun", "iris-rf")
+    assert tr is not None and phase(tr) == "Running" and cond(tr, "Trained")["reason"] == "Unschedulable"
+
+
+def _reconciles(operator: OperatorProcess, kind: str) -> float:
+    found = re.findall(rf'^dockyard_reconcile_total{{kind="{kind}",result="\w+"}} (\S+)$', operator.metrics(), re.M)
+    return sum(float(v) for v in found)
 
 
 @pytest.mark.parametrize("case", ["schema", "missing"])

@@ -98,8 +98,6 @@ def test_child_name_is_bounded_and_distinct() -> None:
 
 async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
     """A reconcile that failed on MLflow is retried as soon as MLflow answers, not after its backoff."""
-    from types import SimpleNamespace
-
     from dockyard.config import OperatorConfig
     from dockyard.controllers.base import Cache, Context, MlflowWaitError, Result, Runtime
 
@@ -114,7 +112,7 @@ async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
             return None
 
     mlflow = Pinged()
-    ctx = Context(kube=SimpleNamespace(), mlflow=mlflow, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
+    ctx = Context(kube=ListedKube({}), mlflow=mlflow, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
                   queue=WorkQueue(), events=NoEvents())  # type: ignore[arg-type]
     calls: list[float] = []
     done = asyncio.Event()
@@ -145,3 +143,135 @@ async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
 async def _until(pred: object) -> None:
     while not pred():  # type: ignore[operator]
         await asyncio.sleep(0.01)
+
+
+# -- the informer contract: start-up list, re-list, opaque resourceVersions, state by uid ------
+
+
+class ListedKube:
+    """A kube client whose lists return fixed objects; lists of ``held`` kinds (default: all)
+    wait until ``release`` is set."""
+
+    def __init__(self, objects: dict[str, list[dict]], release: asyncio.Event | None = None,
+                 held: tuple[str, ...] = ()) -> None:
+        self.objects = objects
+        self.release = release
+        self.held = held
+        self.lists: list[str] = []
+
+    async def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict]:
+        self.lists.append(kind)
+        if self.release is not None and (not self.held or kind in self.held):
+            await self.release.wait()
+        return [o for o in self.objects.get(kind, []) if namespace in (None, o["metadata"]["namespace"])]
+
+
+def _obj(kind: str, name: str, rv: str = "x1", uid: str | None = None, **fields: object) -> dict:
+    return {"apiVersion": "dockyard.dev/v1alpha1", "kind": kind,
+            "metadata": {"namespace": "ns", "name": name, "uid": uid or f"uid-{name}", "resourceVersion": rv},
+            **fields}
+
+
+def _runtime(kube: ListedKube) -> tuple:
+    from dockyard.config import OperatorConfig
+    from dockyard.controllers.base import Cache, Context, Runtime, Watched
+
+    class NoEvents:
+        async def drain(self) -> None:
+            return None
+
+    ctx = Context(kube=kube, mlflow=None, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
+                  queue=WorkQueue(), events=NoEvents())  # type: ignore[arg-type]
+    runtime = Runtime(ctx, namespaces=["ns"])
+    for kind in ("Dataset", "TrainingRun"):
+        runtime.watch(Watched(kind, "dockyard.dev/v1alpha1"))
+    return ctx, runtime
+
+
+async def test_no_reconcile_before_every_watched_kind_is_listed() -> None:
+    """A TrainingRun's watch event may arrive before its Dataset's: it must not be judged
+    (written back as WaitingForData) on a cache that does not know the Dataset yet."""
+    from dockyard.controllers.base import Result
+
+    release = asyncio.Event()
+    kube = ListedKube({"Dataset": [_obj("Dataset", "d")], "TrainingRun": [_obj("TrainingRun", "t")]}, release)
+    ctx, runtime = _runtime(kube)
+    seen: list[bool] = []
+
+    async def reconcile(c: object, body: dict) -> Result:
+        seen.append(ctx.cache.get(("Dataset", "ns", "d")) is not None)
+        return Result()
+
+    runtime.register("TrainingRun", reconcile)
+    await runtime.start(workers=2)
+    try:
+        runtime.observe("TrainingRun", None, _obj("TrainingRun", "t"))  # kopf's list got here first
+        await asyncio.sleep(0.2)  # long enough for a worker to take the key, if one were running
+        assert seen == []
+        release.set()
+        await asyncio.wait_for(_until(lambda: seen), 2)
+        assert seen == [True]
+    finally:
+        await runtime.stop()
+
+
+async def test_relist_drops_objects_deleted_while_the_watch_was_down() -> None:
+    """A 410 re-list sends no DELETED: the periodic list removes what is gone (its state too), and
+    keeps what the watch delivered after the list began."""
+    from dockyard.controllers.base import Result
+
+    kube = ListedKube({"TrainingRun": [_obj("TrainingRun", "kept")]})
+    ctx, runtime = _runtime(kube)
+    forgotten: list[str] = []
+
+    async def reconcile(c: object, body: dict) -> Result:
+        return Result()
+
+    runtime.register("TrainingRun", reconcile, forget=lambda c, body: forgotten.append(body["metadata"]["name"]))
+    runtime.observe("TrainingRun", "ADDED", _obj("TrainingRun", "kept"))
+    runtime.observe("TrainingRun", "ADDED", _obj("TrainingRun", "gone"))
+    await runtime.sync()
+    assert ctx.cache.get(("TrainingRun", "ns", "gone")) is None
+    assert ctx.cache.get(("TrainingRun", "ns", "kept")) is not None
+    # An object the watch delivers while a list is in flight is newer than that list: kept.
+    kube.release, kube.held = asyncio.Event(), ("TrainingRun",)
+    listing = asyncio.create_task(runtime.sync())
+    await asyncio.wait_for(_until(lambda: kube.lists.count("TrainingRun") == 2), 1)  # in flight
+    runtime.observe("TrainingRun", "ADDED", _obj("TrainingRun", "new"))
+    kube.release.set()
+    await listing
+    assert ctx.cache.get(("TrainingRun", "ns", "new")) is not None
+
+
+def test_the_cache_never_steps_back_over_our_own_write() -> None:
+    """resourceVersions are opaque: the cache keeps the body a status write returned until the
+    watch delivers that exact version, without ordering versions by value."""
+    from dockyard.controllers.base import Cache
+
+    cache = Cache()
+    key = ("TrainingRun", "ns", "t")
+    cache.observe(key, _obj("TrainingRun", "t", rv="b7", status={"phase": "Pending"}))
+    cache.put_written(key, _obj("TrainingRun", "t", rv="a9", status={"phase": "Running"}))
+    # An event from before our write (its version happens to sort after ours) is older: ignored.
+    assert not cache.observe(key, _obj("TrainingRun", "t", rv="c1", status={"phase": "Pending"}))
+    assert cache.get(key)["status"]["phase"] == "Running"  # type: ignore[index]
+    assert cache.observe(key, _obj("TrainingRun", "t", rv="a9", status={"phase": "Running"}))
+    assert cache.observe(key, _obj("TrainingRun", "t", rv="0", status={"phase": "Succeeded"}))
+    assert cache.get(key)["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    # A new object under the same name is never held back.
+    cache.put_written(key, _obj("TrainingRun", "t", rv="z", status={"phase": "Running"}))
+    assert cache.observe(key, _obj("TrainingRun", "t", rv="y", uid="other"))
+
+
+def test_a_deleted_deployments_state_goes_with_it() -> None:
+    from dockyard.controllers import modeldeployment
+    from dockyard.controllers.state import Resolution
+
+    ctx, runtime = _runtime(ListedKube({}))
+    runtime.register("ModelDeployment", modeldeployment.reconcile, forget=modeldeployment.forget)
+    md = _obj("ModelDeployment", "iris")
+    runtime.observe("ModelDeployment", "ADDED", md)
+    ctx.state.deployments("uid-iris").resolution = Resolution(1, 0.0, {"a": "1"}, {"a": "s"})
+    runtime.observe("ModelDeployment", "DELETED", md)
+    assert ctx.state.deployments.peek("uid-iris") is None
+    assert ctx.cache.get(("ModelDeployment", "ns", "iris")) is None

@@ -34,6 +34,7 @@ from ..config import OperatorConfig
 from ..kube import ApiError, KubeClient
 from ..labels import SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowClient
+from .state import ControllerState
 
 log = logging.getLogger(__name__)
 
@@ -129,23 +130,80 @@ def slim(body: dict[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Cache:
-    """Latest known body of every watched object, by (kind, namespace, name)."""
+@dataclass(frozen=True)
+class Watched:
+    """A kind the runtime caches: listed at start-up and on every resync, watched by kopf."""
 
-    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    kind: str
+    api_version: str
+    label_selector: str | None = None
+    keep_spec: bool = True  # children keep only metadata and status (see slim)
+
+
+class Cache:
+    """Latest known body of every watched object, by (kind, namespace, name).
+
+    resourceVersions are opaque, so events are never ordered by comparing them. What the
+    cache must not do is step back over a body we wrote ourselves (a status patch returns
+    the new body before the watch delivers the events that came before it): until the watch
+    shows that exact resourceVersion, other events for the key are older and ignored.
+    """
+
+    # A re-list may skip our write's event altogether; past this age the marker is stale.
+    WRITTEN_GRACE = 30.0
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self._stamps: dict[Key, float] = {}  # when each key was last put (monotonic)
+        self._written: dict[Key, tuple[str, str, float]] = {}  # key -> (uid, resourceVersion, when)
 
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.objects.get(key)
 
     def put(self, key: Key, body: dict[str, Any]) -> None:
         self.objects[key] = body
+        self._stamps[key] = time.monotonic()
+
+    def put_written(self, key: Key, body: dict[str, Any]) -> None:
+        """The body an API write of ours returned."""
+        self.put(key, body)
+        meta = body.get("metadata") or {}
+        self._written[key] = (str(meta.get("uid")), str(meta.get("resourceVersion")), time.monotonic())
+
+    def observe(self, key: Key, body: dict[str, Any], *, listed: bool = False) -> bool:
+        """A watch event (``listed``: from a (re-)list); False when it is older than our own write."""
+        written = self._written.get(key)
+        if written is not None:
+            uid, rv, at = written
+            meta = body.get("metadata") or {}
+            if (not listed and meta.get("uid") == uid and meta.get("resourceVersion") != rv
+                    and time.monotonic() - at < self.WRITTEN_GRACE):
+                return False  # the watch has not caught up with our write: events arrive in order
+            del self._written[key]
+        self.put(key, body)
+        return True
 
     def drop(self, key: Key) -> None:
         self.objects.pop(key, None)
+        self._stamps.pop(key, None)
+        self._written.pop(key, None)
 
     def by_kind(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return [b for (k, ns, _), b in self.objects.items() if k == kind and (namespace is None or ns == namespace)]
+
+    def replace(self, kind: str, namespaces: list[str], listed: dict[Key, dict[str, Any]], since: float) -> list[Key]:
+        """Make the cache agree with a list of ``kind`` begun at ``since`` (monotonic), the way an
+        informer's re-list does: add what is missing, drop what the list no longer has. A key
+        put after the list began is newer than the list and stays. Returns the dropped keys."""
+        for key, body in listed.items():
+            if key not in self.objects:
+                self.put(key, body)
+        gone = [key for key in self.objects
+                if key[0] == kind and (not namespaces or key[1] in namespaces)
+                and key not in listed and self._stamps.get(key, 0.0) < since]
+        for key in gone:
+            self.drop(key)
+        return gone
 
 
 class EventRecorder:
@@ -220,9 +278,7 @@ class Context:
     cache: Cache
     queue: WorkQueue
     events: EventRecorder
-    # In-memory state controllers keep between reconciles (lost on restart, by design:
-    # everything here can be recomputed from the API and MLflow).
-    memo: dict[str, Any] = field(default_factory=dict)
+    state: ControllerState = field(default_factory=ControllerState)
 
 
 # -- status and children --------------------------------------------------------------
@@ -249,7 +305,7 @@ async def write_status(ctx: Context, body: dict[str, Any], new_status: dict[str,
         body["apiVersion"], body["kind"], meta["namespace"], meta["name"], {"status": patch},
         subresource="status",
     )
-    ctx.cache.put((body["kind"], meta["namespace"], meta["name"]), slim(updated))
+    ctx.cache.put_written((body["kind"], meta["namespace"], meta["name"]), slim(updated))
     return updated
 
 
@@ -287,41 +343,74 @@ def generation(body: dict[str, Any]) -> int:
 
 
 ReconcileFn = Callable[[Context, dict[str, Any]], Awaitable[Result]]
+ForgetFn = Callable[[Context, dict[str, Any]], None]
 
 
 class Runtime:
-    """Runs the workers; controllers register one reconcile function per kind."""
+    """Runs the workers; controllers register one reconcile function per kind.
+
+    Like an informer: no worker starts before every watched kind has been listed once (a
+    TrainingRun must not be judged before its Dataset is known), and the lists are repeated
+    every ``resync_seconds`` so that objects deleted while a watch was down (a 410 re-list
+    sends no DELETED) leave the cache and the queue.
+    """
 
     # MLflow failures back off at most this long; the MLflow watcher wakes waiters sooner.
     MLFLOW_MAX_BACKOFF = 30.0
     MLFLOW_PING_INTERVAL = 3.0
 
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, *, namespaces: list[str] | None = None, resync_seconds: float = 300.0):
         self.ctx = ctx
+        self.namespaces = list(namespaces or [])  # empty: cluster-wide
+        self.resync_seconds = resync_seconds
+        self.synced = asyncio.Event()
         self._reconcilers: dict[str, ReconcileFn] = {}
+        self._forgetters: dict[str, ForgetFn] = {}
+        self._watched: list[Watched] = []
         self._failures: dict[Key, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._mlflow_waiters: set[Key] = set()
 
-    def register(self, kind: str, fn: ReconcileFn) -> None:
+    def register(self, kind: str, fn: ReconcileFn, *, forget: ForgetFn | None = None) -> None:
+        """``fn`` reconciles ``kind``; ``forget`` drops what the controller keeps for a deleted object."""
         self._reconcilers[kind] = fn
+        if forget is not None:
+            self._forgetters[kind] = forget
+
+    def watch(self, watched: Watched) -> None:
+        self._watched.append(watched)
 
     def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         """Feed a watch event: update the cache, enqueue the key (or forget it on delete)."""
         meta = body.get("metadata", {})
         key = (kind, meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
-            self.ctx.cache.drop(key)
-            self.ctx.queue.forget(key)
-            metrics.PHASES.observe(kind, f"{key[1]}/{key[2]}", None)
+            self._deleted(key, body)
             return
-        cached = self.ctx.cache.get(key)
-        # Never step back: a watch event older than what a status write already returned.
-        if cached is not None and _rv(cached) > _rv(body) and cached["metadata"].get("uid") == meta.get("uid"):
-            return
-        self.ctx.cache.put(key, slim(body))
-        if kind in self._reconcilers:
+        # kopf marks the events of a (re-)list with type None.
+        if self.ctx.cache.observe(key, slim(body), listed=event_type is None) and kind in self._reconcilers:
             self.ctx.queue.add(key)
+
+    def _deleted(self, key: Key, body: dict[str, Any] | None) -> None:
+        self.ctx.cache.drop(key)
+        self.ctx.queue.forget(key)
+        self._failures.pop(key, None)
+        self._mlflow_waiters.discard(key)
+        forget = self._forgetters.get(key[0])
+        if forget is not None and body is not None:
+            forget(self.ctx, body)
+        if key[0] in self._reconcilers:
+            metrics.PHASES.observe(key[0], f"{key[1]}/{key[2]}", None)
+
+    def observe_child(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        """A child (Job, Deployment) changed: cache what the controllers read of it, wake its owner."""
+        meta = body.get("metadata", {})
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self.ctx.cache.drop(key)
+        else:
+            self.ctx.cache.observe(key, slim(body, keep_spec=False), listed=event_type is None)
+        self.enqueue_owner(body)
 
     def enqueue_owner(self, child: dict[str, Any]) -> None:
         """A child changed: reconcile its Dockyard controller owner."""
@@ -330,9 +419,28 @@ class Runtime:
             if ref.get("controller") and ref.get("kind") in self._reconcilers:
                 self.ctx.queue.add((ref["kind"], meta.get("namespace", ""), ref["name"]))
 
+    async def sync(self) -> None:
+        """List every watched kind and make the cache agree (see :meth:`Cache.replace`)."""
+        scopes: list[str | None] = [*self.namespaces] or [None]
+        for w in self._watched:
+            since = time.monotonic()
+            listed: dict[Key, dict[str, Any]] = {}
+            for ns in scopes:
+                for body in await self.ctx.kube.list(w.api_version, w.kind, ns, label_selector=w.label_selector):
+                    meta = body["metadata"]
+                    body = {"apiVersion": w.api_version, "kind": w.kind, **body}  # list items lack them
+                    listed[(w.kind, meta["namespace"], meta["name"])] = slim(body, keep_spec=w.keep_spec)
+            for key in self.ctx.cache.replace(w.kind, self.namespaces, listed, since):
+                log.info("%s %s/%s is gone (missed while a watch was down)", *key)
+                self._deleted(key, None)
+            if w.kind in self._reconcilers:
+                for key in listed:
+                    self.ctx.queue.add(key)
+
     async def start(self, workers: int) -> None:
         self._tasks.append(asyncio.create_task(self.ctx.queue.run_timer(), name="dockyard-timer"))
         self._tasks.append(asyncio.create_task(self._watch_mlflow(), name="dockyard-mlflow-watch"))
+        self._tasks.append(asyncio.create_task(self._resync_forever(), name="dockyard-resync"))
         for i in range(workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"dockyard-worker-{i}"))
 
@@ -343,7 +451,26 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
+    async def _resync_forever(self) -> None:
+        delay = 1.0
+        while not self.synced.is_set():  # the first sync gates the workers: retry until it lands
+            try:
+                await self.sync()
+            except Exception as exc:  # API or connection errors alike: nothing runs until it lands
+                log.warning("initial list failed: %s; retry in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.synced.set()
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            try:
+                await self.sync()
+            except Exception as exc:
+                log.warning("resync failed: %s", exc)
+
     async def _worker(self) -> None:
+        await self.synced.wait()
         while True:
             key = await self.ctx.queue.get()
             try:
@@ -412,9 +539,3 @@ class TransientError(Exception):
 class MlflowWaitError(TransientError):
     """Retryable because MLflow is unreachable; the runtime resumes it when MLflow answers."""
 
-
-def _rv(body: dict[str, Any]) -> int:
-    try:
-        return int(body.get("metadata", {}).get("resourceVersion") or 0)
-    except ValueError:  # opaque resourceVersions: cannot order them, so accept the event
-        return 0

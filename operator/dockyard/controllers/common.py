@@ -131,27 +131,62 @@ async def job_outcome(ctx: Context, job: dict[str, Any]) -> JobOutcome:
         return JobOutcome(finished=False, started=status.get("startTime"))
     outcome.started = status.get("startTime")
     outcome.completed = status.get("completionTime") or (conds.get("Failed") or {}).get("lastTransitionTime")
-    message = await _termination_message(ctx, job)
+    exit_code, message = last_termination(await job_pods(ctx, job))
     if message:
         try:
             parsed = json.loads(message)
             if isinstance(parsed, dict):
                 outcome.result = parsed
         except ValueError:
-            outcome.message = outcome.message or message[-500:]
+            pass
+    if outcome.result is None and not outcome.succeeded and exit_code is not None:
+        # A container that wrote no result (a custom trainer, a crash): its exit code and last
+        # words (termination message, or the log tail under FallbackToLogsOnError) say why.
+        words = f": {message.strip()[-500:]}" if message.strip() else ""
+        outcome.message = f"container exited with code {exit_code}{words}"
     return outcome
 
 
-async def _termination_message(ctx: Context, job: dict[str, Any]) -> str:
+async def job_pods(ctx: Context, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Job's Pods, oldest first, by the Job's uid: a Job re-created under the same name must
+    not read the old one's Pods (the job-name label is shared)."""
     meta = job["metadata"]
     try:
-        pods = await ctx.kube.list("v1", "Pod", meta["namespace"], label_selector=f"job-name={meta['name']}")
+        pods = await ctx.kube.list("v1", "Pod", meta["namespace"],
+                                   label_selector=f"batch.kubernetes.io/controller-uid={meta['uid']}")
     except ApiError:
-        return ""
-    pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return []
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+
+def last_termination(pods: list[dict[str, Any]]) -> tuple[int | None, str]:
+    """(exit code, termination message) of the newest terminated container."""
     for pod in reversed(pods):  # the newest attempt speaks for the Job
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-            if term and term.get("message"):
-                return str(term["message"])
-    return ""
+            if term:
+                return term.get("exitCode"), str(term.get("message") or "")
+    return None, ""
+
+
+# Container waiting reasons that do not resolve by waiting a little longer.
+STUCK_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
+                           "CreateContainerError", "RunContainerError"})
+
+
+def stuck_reason(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Why a running Job's newest Pod is not running, when it is stuck rather than starting:
+    unschedulable, or a container that cannot start (bad image, missing Secret key)."""
+    if not pods:
+        return None
+    pod = pods[-1]
+    name = pod["metadata"]["name"]
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason"):
+            return str(cond["reason"]), f"Pod {name}: {cond.get('message') or cond['reason']}"
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            return str(waiting["reason"]), f"Pod {name}, container {cs.get('name')}: {waiting.get('message') or waiting['reason']}"
+    return None

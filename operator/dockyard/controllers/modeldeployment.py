@@ -13,7 +13,6 @@ When MLflow is down, variants keep serving what they were resolved to; the outag
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
@@ -26,19 +25,12 @@ from ..labels import KIND_LABEL, OWNER_LABEL
 from ..mlflow_client import MlflowUnavailable
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
-from .base import Context, Key, Result, ensure_child, generation, write_status
+from .base import Context, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
+from .state import DeploymentState, Resolution
 
 KIND = "ModelDeployment"
 PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
-
-
-@dataclass
-class Resolution:
-    generation: int
-    at: float
-    versions: dict[str, str]  # variant -> exact version
-    sources: dict[str, str]  # variant -> artifact source URI (for the seldon router)
 
 
 class Unresolvable(Exception):
@@ -55,7 +47,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         await _write(ctx, body, invalid_status(body, "InvalidSpec", name_problem or error))
         return Result()
     meta = body["metadata"]
-    key: Key = (KIND, meta["namespace"], meta["name"])
+    state = ctx.state.deployments(meta["uid"])
     gen = generation(body)
     if spec.router.type not in ctx.cfg.enabled_routers:
         message = f"router type {spec.router.type!r} is disabled in this operator (DOCKYARD_ENABLED_ROUTERS)"
@@ -67,7 +59,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     requeue = float(max(refresh, ctx.cfg.alias_refresh_seconds_min)) if has_alias else None
 
     # 1. Resolve versions (only when needed).
-    resolution, resolve_problem = await _resolution(ctx, key, body, spec, gen, refresh)
+    resolution, resolve_problem = await _resolution(ctx, state, body, spec, gen, refresh)
     if resolution is None:
         assert resolve_problem is not None
         reason, message = resolve_problem
@@ -92,36 +84,31 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
             await _write(ctx, body, status)
             return Result(requeue_after=60.0)
         raise
-    pruned_at = ctx.memo.setdefault("md_pruned", {})
-    if pruned_at.get(key) != gen:
+    if state.pruned_generation != gen:
         await _prune(ctx, body, {(o["kind"], o["metadata"]["name"]) for o in desired})
-        pruned_at[key] = gen
+        state.pruned_generation = gen
 
     # 3. Status.
     status = _observe(ctx, body, spec, resolution, applied, resolve_problem)
     await _announce_version_changes(ctx, body, spec, resolution)
     await _write(ctx, body, status)
-    _export_weights(body, spec, resolution)
+    _export_weights(state, body, spec, resolution)
     if status["phase"] != "Ready" and requeue is None:
         requeue = 30.0
     return Result(requeue_after=requeue)
 
 
-async def _resolution(ctx: Context, key: Key, body: dict[str, Any], spec: ModelDeploymentSpec, gen: int,
-                      refresh: int) -> tuple[Resolution | None, tuple[str, str] | None]:
-    memo: dict[Key, Resolution] = ctx.memo.setdefault("md_resolution", {})
-    forced: set[Key] = ctx.memo.setdefault("resolve_now", set())
-    current = memo.get(key)
+async def _resolution(ctx: Context, state: DeploymentState, body: dict[str, Any], spec: ModelDeploymentSpec,
+                      gen: int, refresh: int) -> tuple[Resolution | None, tuple[str, str] | None]:
+    current = state.resolution
     if current is None:
-        current = _from_status(body, spec, gen)
-        if current is not None:
-            memo[key] = current
+        current = state.resolution = _from_status(body, spec, gen)
     has_alias = any(v.alias for v in spec.variants)
-    due = current is None or current.generation != gen or key in forced or (
+    due = current is None or current.generation != gen or state.resolve_now or (
         has_alias and time.monotonic() - current.at >= refresh)
     if not due:
         return current, None
-    forced.discard(key)
+    state.resolve_now = False
     try:
         fresh = await _resolve(ctx, spec, gen)
     except MlflowUnavailable as exc:
@@ -130,7 +117,7 @@ async def _resolution(ctx: Context, key: Key, body: dict[str, Any], spec: ModelD
         return None, ("MlflowUnavailable", str(exc))
     except Unresolvable as exc:
         return None, (exc.reason, exc.message)
-    memo[key] = fresh
+    state.resolution = fresh
     return fresh, None
 
 
@@ -323,21 +310,19 @@ async def _announce_version_changes(ctx: Context, body: dict[str, Any], spec: Mo
                                   f"variant {name}: {spec.model_name} version {old} -> {version}")
 
 
-def _export_weights(body: dict[str, Any], spec: ModelDeploymentSpec, resolution: Resolution) -> None:
+def _export_weights(state: DeploymentState, body: dict[str, Any], spec: ModelDeploymentSpec,
+                    resolution: Resolution) -> None:
     meta = body["metadata"]
     percentages = spec.weight_percentages()
-    exported: dict[tuple[str, str, str], str] = _EXPORTED.setdefault((meta["namespace"], meta["name"]), {})
+    exported = state.exported_versions
     for variant in spec.variants:
         version = resolution.versions[variant.name]
-        label_key = (meta["namespace"], meta["name"], variant.name)
-        old_version = exported.get(label_key)
+        labels = (meta["namespace"], meta["name"], variant.name)
+        old_version = exported.get(variant.name)
         if old_version is not None and old_version != version:
-            metrics.VARIANT_WEIGHT.remove(*label_key, old_version)
-        metrics.VARIANT_WEIGHT.labels(*label_key, version).set(percentages[variant.name])
-        exported[label_key] = version
-
-
-_EXPORTED: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
+            metrics.VARIANT_WEIGHT.remove(*labels, old_version)
+        metrics.VARIANT_WEIGHT.labels(*labels, version).set(percentages[variant.name])
+        exported[variant.name] = version
 
 
 async def _write(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> None:
@@ -346,7 +331,9 @@ async def _write(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> 
     await announce_transition(ctx, body, old, status)
 
 
-def forget(namespace: str, name: str) -> None:
-    """Drop exported series of a deleted ModelDeployment."""
-    for (ns, md, variant), version in _EXPORTED.pop((namespace, name), {}).items():
-        metrics.VARIANT_WEIGHT.remove(ns, md, variant, version)
+def forget(ctx: Context, body: dict[str, Any]) -> None:
+    """A ModelDeployment was deleted: drop its state and its exported series."""
+    meta = body["metadata"]
+    state = ctx.state.deployments.pop(meta["uid"])
+    for variant, version in (state.exported_versions if state else {}).items():
+        metrics.VARIANT_WEIGHT.remove(meta["namespace"], meta["name"], variant, version)

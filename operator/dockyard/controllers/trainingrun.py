@@ -26,7 +26,7 @@ from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowUnavailable
 from .base import Context, MlflowWaitError, Result, create_once, generation, slim, write_status
-from .common import announce_transition, invalid_status, job_outcome, parse_spec
+from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
 KIND = "TrainingRun"
 TERMINAL = ("Succeeded", "Rejected", "Failed")
@@ -67,18 +67,18 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
             await _write(ctx, body, status)
         return Result()
 
-    # 1. Data
-    data_version, waiting = _data_version(spec, dataset_body)
-    if waiting:
-        reason, message = waiting
-        return await _progress(ctx, body, status, "WaitingForData", reason, message,
-                               data_ready=False, requeue=None)
-    assert data_version is not None and dataset_body is not None
-    dataset_spec = DatasetSpec.model_validate(dataset_body["spec"])
+    # 1. Data. An attempt is bound to the data version its MLflow run was opened for: once
+    # bound, it never goes back to waiting, whatever happens to the Dataset meanwhile.
     attempt = int(status.get("attempt") or 1)
-    # An attempt is bound to the data version its MLflow run was opened for.
     if status.get("mlflowRunId") and status.get("datasetVersion"):
-        data_version = str(status["datasetVersion"])
+        data_version: str | None = str(status["datasetVersion"])
+    else:
+        data_version, waiting = _data_version(spec, dataset_body)
+        if waiting:
+            reason, message = waiting
+            return await _progress(ctx, body, status, "WaitingForData", reason, message,
+                                   data_ready=False, requeue=None)
+    assert data_version is not None
     status.update(attempt=attempt, datasetVersion=data_version)
 
     # 2. The MLflow run, recorded in status before the Job exists.
@@ -104,6 +104,11 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
     job_name = training_job_name(name, attempt)
     job = ctx.cache.get(("Job", ns, job_name))
     if job is None:  # create straight away: AlreadyExists means it is ours (create_once reads it then)
+        if dataset_body is None:  # bound, but the Dataset went away before the Job existed
+            message = f"Dataset {spec.dataset_ref.name!r} does not exist; the Job waits for it"
+            return await _progress(ctx, body, status, "Running", "DatasetNotFound", message,
+                                   data_ready=False, requeue=None)
+        dataset_spec = DatasetSpec.model_validate(dataset_body["spec"])
         job = await create_once(ctx, build_training_job(
             body, spec, dataset_spec, attempt=attempt, run_id=status["mlflowRunId"],
             experiment_id=str(status.get("experimentId") or ""), dataset_version=data_version, cfg=ctx.cfg))
@@ -116,7 +121,7 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
                                data_ready=True, requeue=None)
     outcome = await job_outcome(ctx, job)
     if not outcome.finished:
-        return Result(requeue_after=60.0)  # Job events wake us; this is a safety net
+        return await _running(ctx, body, status, job)
 
     run_id = status["mlflowRunId"]
     if not outcome.succeeded:
@@ -176,12 +181,36 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
     return result
 
 
+async def _running(ctx: Context, body: dict[str, Any], status: dict[str, Any], job: dict[str, Any]) -> Result:
+    """The Job has not finished: say so in status when its Pod is stuck (unschedulable, an image
+    that cannot be pulled), which no Job condition reports and no deadline may ever end."""
+    gen = generation(body)
+    job_name = job["metadata"]["name"]
+    stuck = stuck_reason(await job_pods(ctx, job))
+    trained: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Trained"), {})
+    if stuck is not None:
+        reason, detail = stuck
+        message = f"training Job {job_name} is stuck: {detail}"
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", reason, message, gen)
+        await _progress(ctx, body, status, "Running", reason, message, data_ready=True, requeue=None, stuck=True)
+        await_pod = 15.0
+    else:
+        if trained.get("reason") != "Training":  # no longer stuck
+            status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", "Training",
+                                                 f"Job {job_name} is running", gen)
+            await _progress(ctx, body, status, "Running", "Training", f"training Job {job_name} started",
+                            data_ready=True, requeue=None)
+        # Pod changes do not wake us (no Pod watch): look again soon while the Pod is not running.
+        await_pod = 15.0 if not (job.get("status") or {}).get("ready") else 60.0
+    return Result(requeue_after=await_pod)
+
+
 async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, run_id: str,
                     run_tags: dict[str, str], data_version: str, attempt: int) -> str:
     existing = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
     if existing is not None:
         return existing.version
-    known: set[str] = ctx.memo.setdefault("registered_models", set())
+    known = ctx.state.registered_models
     if spec.model_name not in known:  # one call per model per operator process, not per run
         await ctx.mlflow.ensure_registered_model(spec.model_name)
         known.add(spec.model_name)
@@ -252,13 +281,13 @@ async def _start_new_attempt(ctx: Context, body: dict[str, Any], status: dict[st
 
 
 async def _progress(ctx: Context, body: dict[str, Any], status: dict[str, Any], phase: str, reason: str,
-                    message: str, *, data_ready: bool, requeue: float | None) -> Result:
+                    message: str, *, data_ready: bool, requeue: float | None, stuck: bool = False) -> Result:
     gen = generation(body)
     status = _clear_mlflow_outage(status, gen)
     if not data_ready:
         status["conditions"] = set_condition(status.get("conditions"), "DataReady", "False", reason, message, gen)
     status.update(phase=phase, observedGeneration=gen, message=message)
-    status["conditions"] = summarize(status.get("conditions"), ready=None if data_ready else False,
+    status["conditions"] = summarize(status.get("conditions"), ready=None if data_ready and not stuck else False,
                                      reason=reason, message=message, generation=gen)
     await _write(ctx, body, status)
     return Result(requeue_after=requeue)
@@ -317,6 +346,5 @@ def _notify_deployments(ctx: Context, namespace: str, model_name: str) -> None:
     """The alias we just moved may be served: let those ModelDeployments re-resolve now."""
     for md in ctx.cache.by_kind("ModelDeployment", namespace):
         if (md.get("spec") or {}).get("modelName") == model_name:
-            key = ("ModelDeployment", namespace, md["metadata"]["name"])
-            ctx.memo.setdefault("resolve_now", set()).add(key)
-            ctx.queue.add(key)
+            ctx.state.deployments(md["metadata"]["uid"]).resolve_now = True
+            ctx.queue.add(("ModelDeployment", namespace, md["metadata"]["name"]))

@@ -1,0 +1,62 @@
+"""State the controllers keep between reconciles, typed and keyed by object uid.
+
+Everything here can be recomputed from the API and MLflow, so it is lost on restart by
+design. It is keyed by uid, not name, and dropped when the object is deleted: a
+ModelDeployment deleted and re-created under the same name is a new object and must not
+inherit the old one's resolved versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Resolution:
+    """The exact model versions a ModelDeployment generation resolved to."""
+
+    generation: int
+    at: float  # time.monotonic() of the resolution
+    versions: dict[str, str]  # variant -> exact version
+    sources: dict[str, str]  # variant -> artifact source URI (for the seldon router)
+
+
+@dataclass
+class DeploymentState:
+    """Per ModelDeployment."""
+
+    resolution: Resolution | None = None
+    resolve_now: bool = False  # an alias it may serve was just moved by this operator
+    pruned_generation: int | None = None  # children no longer in the spec were pruned for it
+    exported_versions: dict[str, str] = field(default_factory=dict)  # variant -> version in metrics
+
+
+class ByUid[T]:
+    """One ``T`` per object uid, made on first use, dropped when the object is deleted."""
+
+    def __init__(self, factory: Callable[[], T]):
+        self._factory = factory
+        self._items: dict[str, T] = {}
+
+    def __call__(self, uid: str) -> T:
+        item = self._items.get(uid)
+        if item is None:
+            item = self._items[uid] = self._factory()
+        return item
+
+    def peek(self, uid: str) -> T | None:
+        return self._items.get(uid)
+
+    def pop(self, uid: str) -> T | None:
+        return self._items.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class ControllerState:
+    deployments: ByUid[DeploymentState] = field(default_factory=lambda: ByUid(DeploymentState))
+    # Registered models this process has ensured exist (names are MLflow's, not objects').
+    registered_models: set[str] = field(default_factory=set)
