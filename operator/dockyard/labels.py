@@ -92,6 +92,12 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether ``child`` has an ownerReference to this very ``owner`` (by uid, not name)."""
+    uid = owner["metadata"]["uid"]
+    return any(ref.get("uid") == uid for ref in child.get("metadata", {}).get("ownerReferences") or [])
+
+
 def child_name(*parts: str, max_length: int = 63) -> str:
     """Deterministic DNS-label name from parts; long names keep a hash suffix to stay unique."""
     name = "-".join(p for p in parts if p)

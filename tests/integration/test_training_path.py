@@ -218,7 +218,7 @@ def test_bound_attempt_never_waits_for_data_again_and_shows_why_it_is_stuck(
     ds = example("iris", "Dataset")
     ds["spec"]["validation"]["minRows"] = 10
     kube.apply(ds)
-    wait_phase(kube, "Dataset", "iris", ("Ready",))
+    dataset_ready(kube, generation=2)
     kube.delete("Dataset", "iris")
     kube.wait_for_deleted("Dataset", "iris")
     operator.restart()
@@ -230,6 +230,30 @@ def test_bound_attempt_never_waits_for_data_again_and_shows_why_it_is_stuck(
     assert phases.regressions() == {}, phases.seen
     tr = kube.get("TrainingRun", "iris-rf")
     assert tr is not None and phase(tr) == "Running" and cond(tr, "Trained")["reason"] == "Unschedulable"
+
+
+def test_old_profile_jobs_are_pruned(kube: KubeEnv, operator: OperatorProcess) -> None:
+    """Every Dataset change or refresh profiles in a new Job; only the newest few stay."""
+    from dockyard.controllers.dataset import PROFILE_JOBS_KEPT
+    from tests.integration.fault_support import INSTANT_RESULTS
+
+    kube.run_pods_instantly(INSTANT_RESULTS)
+    kube.apply(example("iris-data", "ConfigMap"))
+    ds = example("iris", "Dataset")
+    for generation, min_rows in enumerate(range(10, 10 + PROFILE_JOBS_KEPT + 3), start=1):
+        ds["spec"]["validation"]["minRows"] = min_rows
+        kube.apply(ds)
+        dataset_ready(kube, generation)
+    current = kube.get("Dataset", "iris")
+    assert current is not None
+    kube.wait_for(lambda: len(jobs(kube, "profiler")) == PROFILE_JOBS_KEPT, 30,
+                  message=f"{PROFILE_JOBS_KEPT} profile Jobs left")
+    assert current["status"]["jobName"] in {j["metadata"]["name"] for j in jobs(kube, "profiler")}
+
+
+def dataset_ready(kube: KubeEnv, generation: int, name: str = "iris") -> dict:
+    return kube.wait_for_object("Dataset", name, lambda o: phase(o) == "Ready" and o["metadata"]["generation"] == generation
+                                and o["status"].get("observedGeneration") == generation, timeout=60)
 
 
 def _reconciles(operator: OperatorProcess, kind: str) -> float:

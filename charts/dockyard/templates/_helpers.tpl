@@ -163,12 +163,12 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets/finalizers", "trainingruns/finalizers", "modeldeployments/finalizers"]
   verbs: ["update"]
-# Profiling and training Jobs: created once each, never changed or deleted (garbage
-# collection removes them with their owner).
+# Profiling and training Jobs: created once each, never changed; a Dataset's old profile
+# Jobs are deleted beyond the newest few (the rest go with their owner).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create"]
-# The Pods of a failed Job, for its termination message.
+  verbs: ["get", "list", "watch", "create", "delete"]
+# A Job's Pods: its termination message, and why a training Pod is stuck.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]

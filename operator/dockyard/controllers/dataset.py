@@ -16,6 +16,7 @@ from ..api.common import parse_duration
 from ..api.dataset import DatasetSpec
 from ..builders.training import build_profile_job, profile_job_name
 from ..conditions import now_rfc3339
+from ..labels import COMPONENT_LABEL, owned_by
 from .base import Context, Result, create_once, generation, write_status
 from .common import announce_transition, invalid_status, job_outcome, parse_spec, phase_status
 
@@ -23,6 +24,9 @@ KIND = "Dataset"
 TERMINAL = ("Ready", "Invalid", "Failed")
 # Floor for refreshInterval: "0s" is valid syntax but would re-profile in a tight loop.
 MIN_REFRESH_SECONDS = 10
+# Finished profile Jobs kept per Dataset (with their Pods, for `kubectl logs`); older ones are
+# deleted, or a 10 s refreshInterval would leave 8,640 Jobs a day.
+PROFILE_JOBS_KEPT = 3
 
 
 async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
@@ -68,6 +72,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
 
     status = _record_result(body, old_status, job_name, refresh, outcome.result, outcome)
     await _finish(ctx, body, status)
+    await _prune_profile_jobs(ctx, body)
     if status.get("version") and status.get("version") != old_status.get("version") and old_status.get("version"):
         await ctx.events.emit(body, "Normal", "NewVersion", f"data changed: {status['version'][:19]}…")
     due_in = _refresh_due_in(spec, status)
@@ -108,6 +113,21 @@ def _refresh_due_in(spec: DatasetSpec, status: dict[str, Any]) -> float | None:
     elapsed = (datetime.now(UTC) - last).total_seconds()
     interval = max(parse_duration(spec.refresh_interval), MIN_REFRESH_SECONDS)
     return max(interval - elapsed, 0.0)
+
+
+async def _prune_profile_jobs(ctx: Context, body: dict[str, Any]) -> None:
+    """Delete this Dataset's finished profile Jobs beyond the newest PROFILE_JOBS_KEPT."""
+    meta = body["metadata"]
+    finished = [
+        job for job in ctx.cache.by_kind("Job", meta["namespace"])
+        if owned_by(job, body) and job["metadata"].get("labels", {}).get(COMPONENT_LABEL) == "profiler"
+        and any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                for c in (job.get("status") or {}).get("conditions") or [])
+    ]
+    finished.sort(key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))
+    for job in finished[:-PROFILE_JOBS_KEPT]:
+        await ctx.kube.delete("batch/v1", "Job", meta["namespace"], job["metadata"]["name"])
+        ctx.cache.drop(("Job", meta["namespace"], job["metadata"]["name"]))
 
 
 async def _missing_reference(ctx: Context, ns: str, spec: DatasetSpec) -> tuple[str, str] | None:

@@ -21,7 +21,7 @@ from ..api.modeldeployment import ModelDeploymentSpec, check_name
 from ..builders.serving import desired_serving_children, router_endpoint, router_kind_for, variant_endpoint
 from ..conditions import set_condition, summarize
 from ..kube import ApiError
-from ..labels import KIND_LABEL, OWNER_LABEL
+from ..labels import KIND_LABEL, OWNER_LABEL, owned_by
 from ..mlflow_client import MlflowUnavailable
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
@@ -184,9 +184,7 @@ async def _prune(ctx: Context, body: dict[str, Any], keep: set[tuple[str, str]])
                 continue
             raise
         for obj in found:
-            owners = obj["metadata"].get("ownerReferences") or []
-            ours = any(ref.get("uid") == meta["uid"] for ref in owners)
-            if ours and (kind, obj["metadata"]["name"]) not in keep:
+            if owned_by(obj, body) and (kind, obj["metadata"]["name"]) not in keep:
                 await ctx.kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"])
 
 
