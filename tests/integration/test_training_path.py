@@ -251,6 +251,27 @@ def test_old_profile_jobs_are_pruned(kube: KubeEnv, operator: OperatorProcess) -
     assert current["status"]["jobName"] in {j["metadata"]["name"] for j in jobs(kube, "profiler")}
 
 
+def test_a_refused_child_reaches_status_and_events(kube: KubeEnv, operator: OperatorProcess) -> None:
+    """A quota (or RBAC, or admission) refusal of the profile Job is in the Dataset's status with
+    the API's own message and in a Warning Event, not only in the operator's log; once the
+    quota is lifted, the retry goes through."""
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+             "spec": {"hard": {"count/jobs.batch": "0"}}}
+    kube.apply(quota)
+    kube.wait_for_object("ResourceQuota", "no-jobs", lambda q: "count/jobs.batch" in (q.get("status") or {}).get("hard", {}),
+                         timeout=30)
+    kube.apply(example("iris-data", "ConfigMap"))
+    kube.apply(example("iris", "Dataset"))
+    ds = kube.wait_for_object("Dataset", "iris", lambda o: cond(o, "Ready").get("reason") == "ChildRejected", timeout=60)
+    assert cond(ds, "Ready")["status"] == "False"
+    assert "exceeded quota" in ds["status"]["message"] and "no-jobs" in ds["status"]["message"], ds["status"]
+    events = kube.wait_for(lambda: [e for e in kube.list("Event") if e.get("reason") == "ChildRejected"], 30,
+                           message="ChildRejected Event")
+    assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "iris"
+    kube.delete("ResourceQuota", "no-jobs")
+    wait_phase(kube, "Dataset", "iris", ("Ready",), timeout=90)
+
+
 def dataset_ready(kube: KubeEnv, generation: int, name: str = "iris") -> dict:
     return kube.wait_for_object("Dataset", name, lambda o: phase(o) == "Ready" and o["metadata"]["generation"] == generation
                                 and o["status"].get("observedGeneration") == generation, timeout=60)

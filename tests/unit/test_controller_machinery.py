@@ -275,3 +275,30 @@ def test_a_deleted_deployments_state_goes_with_it() -> None:
     runtime.observe("ModelDeployment", "DELETED", md)
     assert ctx.state.deployments.peek("uid-iris") is None
     assert ctx.cache.get(("ModelDeployment", "ns", "iris")) is None
+
+
+def test_a_stuck_job_says_why() -> None:
+    """No Job condition reports a Pod that can never run; stuck_reason reads it from the Pods."""
+    from datetime import UTC, datetime, timedelta
+
+    from dockyard.controllers.common import NO_POD_GRACE_SECONDS, stuck_reason
+
+    created = datetime(2026, 12, 1, tzinfo=UTC)
+    job = {"metadata": {"name": "tr-train-1", "creationTimestamp": "2026-12-01T00:00:00Z"}}
+    assert stuck_reason(job, [], now=created + timedelta(seconds=5)) is None  # still starting
+    reason, message = stuck_reason(job, [], now=created + timedelta(seconds=NO_POD_GRACE_SECONDS + 1)) or ("", "")
+    assert reason == "PodsNotCreated" and "describe job tr-train-1" in message
+
+    def pod(**status: object) -> dict:
+        return {"metadata": {"name": "p"}, "status": status}
+
+    unschedulable = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}])
+    assert stuck_reason(job, [unschedulable]) == (
+        "Unschedulable", "Pod p: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    bad_image = pod(containerStatuses=[{"name": "train", "state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": 'Back-off pulling image "acme/trainer:typo"'}}}])
+    assert stuck_reason(job, [bad_image]) == (
+        "ImagePullBackOff", 'Pod p, container train: Back-off pulling image "acme/trainer:typo"')
+    starting = pod(containerStatuses=[{"name": "train", "state": {"waiting": {"reason": "ContainerCreating"}}}])
+    assert stuck_reason(job, [starting]) is None

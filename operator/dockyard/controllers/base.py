@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import metrics
-from ..conditions import now_rfc3339
+from ..conditions import now_rfc3339, summarize
 from ..config import OperatorConfig
 from ..kube import ApiError, KubeClient
 from ..labels import SPEC_HASH_ANNOTATION
@@ -322,7 +322,10 @@ async def ensure_child(ctx: Context, desired: dict[str, Any], existing: dict[str
     if not needs_apply(existing, desired):
         assert existing is not None
         return existing
-    return await ctx.kube.apply(desired)
+    try:
+        return await ctx.kube.apply(desired)
+    except ApiError as exc:
+        raise ChildRejected.check(desired, exc) from exc
 
 
 async def create_once(ctx: Context, desired: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +338,39 @@ async def create_once(ctx: Context, desired: dict[str, Any]) -> dict[str, Any]:
             found = await ctx.kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
             if found is not None:
                 return found
-        raise
+        raise ChildRejected.check(desired, exc) from exc
+
+
+class ChildRejected(Exception):
+    """The API refused a child we wrote: forbidden (RBAC, quota, admission), invalid. Waiting
+    alone will not fix it, so it goes to the owner's status and an Event, and is retried with
+    backoff (someone may raise the quota or grant the role)."""
+
+    REFUSALS = frozenset({400, 403, 422})
+
+    def __init__(self, child: dict[str, Any], error: ApiError):
+        self.kind = str(child.get("kind"))
+        self.name = str(child["metadata"].get("name"))
+        self.error = error
+        super().__init__(f"{self.kind} {self.name} was refused ({error.status} {error.reason}): {error.message}")
+
+    @classmethod
+    def check(cls, child: dict[str, Any], error: ApiError) -> Exception:
+        """The exception to raise for ``error``: ChildRejected for a refusal, else ``error``."""
+        return cls(child, error) if error.status in cls.REFUSALS else error
+
+
+async def report_rejection(ctx: Context, body: dict[str, Any], exc: ChildRejected) -> None:
+    """Ready=False/ChildRejected with the API's message, and a Warning Event when it is new."""
+    status = dict(body.get("status") or {})
+    message = str(exc)[:1000]
+    if status.get("message") == message:
+        return  # already reported; the retry met the same refusal
+    status["message"] = message
+    status["conditions"] = summarize(status.get("conditions"), ready=False, reason="ChildRejected", message=message,
+                                     generation=generation(body))
+    await write_status(ctx, body, status)
+    await ctx.events.emit(body, "Warning", "ChildRejected", message)
 
 
 def generation(body: dict[str, Any]) -> int:
@@ -492,11 +527,13 @@ class Runtime:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(0.5 * (2 ** (failures - 1)), 300.0)
+            if isinstance(exc, ChildRejected):
+                await self._report(key, exc)
             if isinstance(exc, MlflowWaitError):
                 # Waiting on MLflow: retry at most every 30 s, and at once when it answers again.
                 delay = min(delay, self.MLFLOW_MAX_BACKOFF)
                 self._mlflow_waiters.add(key)
-            level = logging.WARNING if isinstance(exc, ApiError | TransientError) else logging.ERROR
+            level = logging.WARNING if isinstance(exc, ApiError | TransientError | ChildRejected) else logging.ERROR
             log.log(level, "reconcile %s/%s/%s failed (%d): %s; retry in %.1fs", *key, failures, exc, delay,
                     exc_info=level == logging.ERROR)
             metrics.RECONCILE_TOTAL.labels(kind=kind, result="error").inc()
@@ -515,6 +552,15 @@ class Runtime:
         else:
             self.ctx.queue.forget(key)  # a timer left from an earlier pass would be a no-op reconcile
 
+
+    async def _report(self, key: Key, exc: ChildRejected) -> None:
+        body = self.ctx.cache.get(key)
+        if body is None:
+            return
+        try:
+            await report_rejection(self.ctx, body, exc)
+        except ApiError as err:  # e.g. status writes refused too: the log is all that is left
+            log.warning("could not report %s on %s/%s/%s: %s", exc, *key, err)
 
     async def _watch_mlflow(self) -> None:
         """While something waits on MLflow, ping it; when it answers, wake the waiters.

@@ -174,11 +174,22 @@ STUCK_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName
                            "CreateContainerError", "RunContainerError"})
 
 
-def stuck_reason(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+# A Job with no Pod this long after its creation is not starting: the Job controller's Pod
+# creates are being refused (quota, Pod Security admission, a missing ServiceAccount).
+NO_POD_GRACE_SECONDS = 30.0
+
+
+def stuck_reason(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime | None = None) -> tuple[str, str] | None:
     """Why a running Job's newest Pod is not running, when it is stuck rather than starting:
-    unschedulable, or a container that cannot start (bad image, missing Secret key)."""
+    no Pod created, unschedulable, or a container that cannot start (bad image, missing Secret key)."""
     if not pods:
-        return None
+        created = job["metadata"].get("creationTimestamp")
+        age = ((now or datetime.now(UTC)) - _parse_time(created)).total_seconds() if created else 0.0
+        if age < NO_POD_GRACE_SECONDS:
+            return None
+        name = job["metadata"]["name"]
+        return "PodsNotCreated", (f"no Pod created in {age:.0f}s; `kubectl describe job {name}` shows the "
+                                  f"FailedCreate events (quota, Pod Security admission, ServiceAccount)")
     pod = pods[-1]
     name = pod["metadata"]["name"]
     status = pod.get("status") or {}

@@ -186,7 +186,7 @@ async def _running(ctx: Context, body: dict[str, Any], status: dict[str, Any], j
     that cannot be pulled), which no Job condition reports and no deadline may ever end."""
     gen = generation(body)
     job_name = job["metadata"]["name"]
-    stuck = stuck_reason(await job_pods(ctx, job))
+    stuck = stuck_reason(job, await job_pods(ctx, job))
     trained: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Trained"), {})
     if stuck is not None:
         reason, detail = stuck
