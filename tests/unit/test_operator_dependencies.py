@@ -10,11 +10,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Importing the operator and building its handlers with the runtime-only packages made
+# Importing the operator and building its handlers with the runtime-only packages (and the
+# tests' synchronous `kubernetes` client: the operator uses kubernetes_asyncio) made
 # unimportable: any import of them fails the subprocess.
 _PROBE = """
 import importlib.abc, sys
-BLOCKED = {"mlflow", "sklearn", "pandas", "pyarrow", "mlserver", "seldon_core"}
+BLOCKED = {"mlflow", "sklearn", "pandas", "pyarrow", "mlserver", "seldon_core", "kubernetes"}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
