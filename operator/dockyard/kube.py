@@ -234,6 +234,13 @@ class KubeClient:
         if self._api is None:
             cfg.connection_pool_maxsize = 64
             self._api = kclient.ApiClient(cfg)
+            # kubernetes_asyncio opens its aiohttp session with trust_env=True: aiohttp then looks
+            # up proxy variables and ~/.netrc in a worker thread on every request (a third of the
+            # client's CPU and half its throughput in bench/bench_kube_clients.py). kopf does not
+            # trust the environment by default either; a kubeconfig's proxy-url still applies.
+            session = self._api.rest_client.pool_manager
+            if hasattr(session, "_trust_env"):
+                session._trust_env = False
         return self._api
 
     async def close(self) -> None:
