@@ -232,6 +232,29 @@ def test_bound_attempt_never_waits_for_data_again_and_shows_why_it_is_stuck(
     assert tr is not None and phase(tr) == "Running" and cond(tr, "Trained")["reason"] == "Unschedulable"
 
 
+def test_deleting_a_running_trainingrun_ends_its_mlflow_run(
+    kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
+) -> None:
+    """A TrainingRun deleted mid-training ends its MLflow run as KILLED before it goes (a
+    finalizer held while the run is open); a finished one carries no finalizer."""
+    iris_setup(kube, model=model_name(kube), tr_patch={"resources": {"requests": {"cpu": "1000"}}})
+    tr = kube.wait_for_object("TrainingRun", "iris-rf", lambda o: (o.get("status") or {}).get("jobName"), timeout=120)
+    assert tr["metadata"].get("finalizers") == ["dockyard.dev/end-mlflow-run"]
+    run_id = tr["status"]["mlflowRunId"]
+    assert mlflow_server.client().get_run(run_id).info.status == "RUNNING"
+    kube.delete("TrainingRun", "iris-rf")
+    kube.wait_for_deleted("TrainingRun", "iris-rf", timeout=60)
+    assert mlflow_server.client().get_run(run_id).info.status == "KILLED"
+
+    done = example("iris-rf")
+    done["metadata"]["name"] = "iris-rf-2"
+    done["spec"]["modelName"] = model_name(kube)
+    kube.apply(done)
+    tr = kube.wait_for_object("TrainingRun", "iris-rf-2",
+                              lambda o: phase(o) in TERMINAL and not o["metadata"].get("finalizers"), timeout=180)
+    assert phase(tr) == "Succeeded"
+
+
 def test_old_profile_jobs_are_pruned(kube: KubeEnv, operator: OperatorProcess) -> None:
     """Every Dataset change or refresh profiles in a new Job; only the newest few stay."""
     from dockyard.controllers.dataset import PROFILE_JOBS_KEPT

@@ -150,12 +150,17 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 # the apiserver's audit log). Children are written with server-side apply: a PATCH, which the
 # apiserver also authorizes as `create` when the object does not exist yet; never update.
 # Jobs (exactly once) and Events are plain creates.
-# Dockyard's own kinds: kopf lists and watches them; the operator patches only /status.
+# Dockyard's own kinds: kopf lists and watches them; the operator patches their /status.
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets", "trainingruns", "modeldeployments"]
   verbs: ["list", "watch"]
 - apiGroups: ["dockyard.dev"]
   resources: ["datasets/status", "trainingruns/status", "modeldeployments/status"]
+  verbs: ["patch"]
+# A TrainingRun carries a finalizer while its MLflow run may be open (ended as KILLED when
+# the TrainingRun is deleted): the operator patches metadata.finalizers, nothing else.
+- apiGroups: ["dockyard.dev"]
+  resources: ["trainingruns"]
   verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion; under the
 # OwnerReferencesPermissionEnforcement admission plugin that needs `update` on the owner's

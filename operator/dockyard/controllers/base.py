@@ -140,22 +140,33 @@ class Watched:
     keep_spec: bool = True  # children keep only metadata and status (see slim)
 
 
+@dataclass
+class _OwnWrite:
+    """The body of ours the cache holds and the watch has not confirmed yet."""
+
+    uid: str
+    resource_version: str
+    superseded: set[str]  # versions the cache held before it: any event carrying one is older
+    at: float
+
+
 class Cache:
     """Latest known body of every watched object, by (kind, namespace, name).
 
     resourceVersions are opaque, so events are never ordered by comparing them. What the
-    cache must not do is step back over a body we wrote ourselves (a status patch returns
-    the new body before the watch delivers the events that came before it): until the watch
-    shows that exact resourceVersion, other events for the key are older and ignored.
+    cache must not do is step back over a body we wrote ourselves: a status patch returns the
+    new body before the watch delivers the events of the versions it replaced. Those versions
+    are the ones the cache held before the write, so an event carrying one of them is ignored.
+    Any other version is ours or newer (kopf may coalesce events, so ours may never come).
     """
 
-    # A re-list may skip our write's event altogether; past this age the marker is stale.
+    # Past this age a write's bookkeeping is dropped: those stale events have long arrived.
     WRITTEN_GRACE = 30.0
 
     def __init__(self) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}
         self._stamps: dict[Key, float] = {}  # when each key was last put (monotonic)
-        self._written: dict[Key, tuple[str, str, float]] = {}  # key -> (uid, resourceVersion, when)
+        self._written: dict[Key, _OwnWrite] = {}
 
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.objects.get(key)
@@ -166,20 +177,27 @@ class Cache:
 
     def put_written(self, key: Key, body: dict[str, Any]) -> None:
         """The body an API write of ours returned."""
-        self.put(key, body)
         meta = body.get("metadata") or {}
-        self._written[key] = (str(meta.get("uid")), str(meta.get("resourceVersion")), time.monotonic())
+        previous, pending = self.objects.get(key), self._written.get(key)
+        superseded = set(pending.superseded) if pending and pending.uid == meta.get("uid") else set()
+        if previous is not None:
+            superseded.add(str((previous.get("metadata") or {}).get("resourceVersion")))
+        self._written[key] = _OwnWrite(str(meta.get("uid")), str(meta.get("resourceVersion")), superseded,
+                                       time.monotonic())
+        self.put(key, body)
 
     def observe(self, key: Key, body: dict[str, Any], *, listed: bool = False) -> bool:
         """A watch event (``listed``: from a (re-)list); False when it is older than our own write."""
-        written = self._written.get(key)
-        if written is not None:
-            uid, rv, at = written
+        pending = self._written.get(key)
+        if pending is not None:
             meta = body.get("metadata") or {}
-            if (not listed and meta.get("uid") == uid and meta.get("resourceVersion") != rv
-                    and time.monotonic() - at < self.WRITTEN_GRACE):
-                return False  # the watch has not caught up with our write: events arrive in order
-            del self._written[key]
+            fresh = time.monotonic() - pending.at < self.WRITTEN_GRACE
+            if (fresh and not listed and meta.get("uid") == pending.uid
+                    and meta.get("resourceVersion") in pending.superseded):
+                return False
+            if not fresh or listed or meta.get("uid") != pending.uid \
+                    or meta.get("resourceVersion") == pending.resource_version:
+                del self._written[key]
         self.put(key, body)
         return True
 
@@ -307,6 +325,27 @@ async def write_status(ctx: Context, body: dict[str, Any], new_status: dict[str,
     )
     ctx.cache.put_written((body["kind"], meta["namespace"], meta["name"]), slim(updated))
     return updated
+
+
+async def set_finalizer(ctx: Context, body: dict[str, Any], finalizer: str, *, present: bool) -> None:
+    """Add or remove one finalizer (no write when it already is as wanted). The patch carries
+    the resourceVersion, so a concurrent change to the list is a 409 and a retry, not a loss."""
+    meta = body["metadata"]
+    current = list(meta.get("finalizers") or [])
+    if (finalizer in current) == present:
+        return
+    wanted = [*current, finalizer] if present else [f for f in current if f != finalizer]
+    try:
+        updated = await ctx.kube.merge_patch(
+            body["apiVersion"], body["kind"], meta["namespace"], meta["name"],
+            {"metadata": {"finalizers": wanted or None, "resourceVersion": meta["resourceVersion"]}},
+        )
+    except ApiError as exc:
+        if exc.not_found and not present:
+            return  # gone already
+        raise
+    body.update(updated)
+    ctx.cache.put_written((body["kind"], meta["namespace"], meta["name"]), slim(updated))
 
 
 def needs_apply(existing: dict[str, Any] | None, desired: dict[str, Any]) -> bool:

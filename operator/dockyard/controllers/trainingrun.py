@@ -24,8 +24,8 @@ from ..api.dataset import DatasetSpec
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
-from ..mlflow_client import MlflowError, MlflowUnavailable
-from .base import Context, MlflowWaitError, Result, create_once, generation, slim, write_status
+from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
+from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
 KIND = "TrainingRun"
@@ -39,7 +39,14 @@ TAG_DATASET_VERSION = "dockyard.dataset.version"
 TAG_MODEL_URI = "dockyard.model_uri"
 
 
+# Held while an attempt's MLflow run may be open: a TrainingRun deleted mid-training ends its
+# run as KILLED before it goes, instead of leaving it RUNNING in MLflow forever.
+FINALIZER = "dockyard.dev/end-mlflow-run"
+
+
 async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
+    if body["metadata"].get("deletionTimestamp"):
+        return await _finalize(ctx, body)
     spec, error = parse_spec(TrainingRunSpec, body)
     if spec is None:
         await _write(ctx, body, invalid_status(body, "InvalidSpec", error))
@@ -59,6 +66,7 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
 
     dataset_body = ctx.cache.get(("Dataset", ns, spec.dataset_ref.name))
     if status.get("phase") in TERMINAL:
+        await set_finalizer(ctx, body, FINALIZER, present=False)  # a crash may have left it
         if _should_retrain(spec, status, dataset_body):
             return await _start_new_attempt(ctx, body, status, dataset_body)
         if status.get("observedGeneration") != gen:
@@ -81,8 +89,9 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
     assert data_version is not None
     status.update(attempt=attempt, datasetVersion=data_version)
 
-    # 2. The MLflow run, recorded in status before the Job exists.
+    # 2. The MLflow run, recorded in status before the Job exists (and the finalizer before both).
     if not status.get("mlflowRunId"):
+        await set_finalizer(ctx, body, FINALIZER, present=True)
         # The default experiment is per TrainingRun and usually new: create it first (one call),
         # and a run cannot already exist in an experiment this call created.
         experiment = spec.experiment or f"dockyard/{ns}/{name}"
@@ -310,6 +319,25 @@ async def _terminal(ctx: Context, body: dict[str, Any], status: dict[str, Any], 
         history.append({k: v for k, v in entry.items() if v is not None})
     status["history"] = history[-ctx.cfg.history_limit:]
     await _write(ctx, body, status)
+    await set_finalizer(ctx, body, FINALIZER, present=False)  # the run has ended: nothing to clean up
+    return Result()
+
+
+async def _finalize(ctx: Context, body: dict[str, Any]) -> Result:
+    """Deleted: end the attempt's MLflow run as KILLED if it is still open, then let the object go."""
+    if FINALIZER not in (body["metadata"].get("finalizers") or []):
+        return Result()
+    run_id = (body.get("status") or {}).get("mlflowRunId")
+    if run_id:
+        try:
+            run = await ctx.mlflow.get_run(str(run_id))
+            if run.status in ("RUNNING", "SCHEDULED"):
+                await ctx.mlflow.set_run_status(str(run_id), "KILLED")
+        except MlflowNotFound:
+            pass  # deleted in MLflow already
+        except MlflowUnavailable as exc:  # the object stays Terminating until MLflow answers
+            raise MlflowWaitError(str(exc)) from exc
+    await set_finalizer(ctx, body, FINALIZER, present=False)
     return Result()
 
 
