@@ -28,6 +28,8 @@ VERSION_LABEL = "app.kubernetes.io/version"
 # hash matches is left alone, so steady state makes no API writes.
 SPEC_HASH_ANNOTATION = "dockyard.dev/spec-hash"
 CONFIG_HASH_ANNOTATION = "dockyard.dev/config-hash"
+# On a profile Job: the resourceVersion of the ConfigMap it profiles (see the Dataset controller).
+SOURCE_REVISION_ANNOTATION = "dockyard.dev/source-revision"
 
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 

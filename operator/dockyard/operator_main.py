@@ -74,6 +74,7 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
             runtime.watch(Watched(kind, GROUP_VERSION))
         runtime.watch(Watched("Job", "batch/v1", CHILD_SELECTOR, keep_spec=False))
         runtime.watch(Watched("Deployment", "apps/v1", CHILD_SELECTOR, keep_spec=False))
+        runtime.watch(Watched("ConfigMap", "v1", keep_spec=False))  # metadata only: not their data
         await runtime.start(cfg.workers)  # workers wait for the first list of every kind
         state["runtime"] = runtime
         log.info("dockyard %s started; MLflow at %s", __version__, cfg.mlflow_tracking_uri)
@@ -110,6 +111,19 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
     @kopf.on.event(GROUP_VERSION, "modeldeployments", registry=registry)
     async def on_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         _runtime().observe(modeldeployment.KIND, event.get("type"), dict(body))
+
+    @kopf.on.event("", "v1", "configmaps", registry=registry)
+    async def on_configmap(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        # A Dataset reading this ConfigMap re-profiles when it changes; a router's ConfigMap
+        # edited by hand wakes its ModelDeployment (drift).
+        runtime = _runtime()
+        raw = dict(body)
+        runtime.observe_child("ConfigMap", event.get("type"), raw)
+        ns, name = raw["metadata"].get("namespace"), raw["metadata"].get("name")
+        for ds in runtime.ctx.cache.by_kind(dataset.KIND, ns):
+            volume = (((ds.get("spec") or {}).get("source") or {}).get("volume") or {})
+            if (volume.get("configMap") or {}).get("name") == name:
+                runtime.ctx.queue.add((dataset.KIND, ns, ds["metadata"]["name"]))
 
     @kopf.on.event("batch/v1", "jobs", labels=CHILD_LABELS, registry=registry)
     async def on_job(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:

@@ -8,6 +8,7 @@ resolves them through the MLflow proxy (which counts its calls).
 from __future__ import annotations
 
 import copy
+import json
 import time
 from typing import Any
 
@@ -214,6 +215,30 @@ def test_recreated_under_the_same_name_serves_its_own_version(
     assert got["status"]["variants"][0]["resolvedVersion"] == "2"
     variant = kube.get("Deployment", "iris-a")
     assert variant is not None and variant["metadata"]["labels"]["dockyard.dev/model-version"] == "2"
+
+
+def test_hand_edits_to_children_are_reverted(kube: KubeEnv, operator: OperatorProcess, model: str) -> None:
+    """Level-based: a variant scaled and a router config edited by hand (another field manager)
+    are put back to what the spec says, without a spec change."""
+    import subprocess
+
+    kube.apply(md(model, [{"name": "a", "version": "1", "weight": 1}]))
+    ready(kube)
+    config = kube.get("ConfigMap", "iris-router")
+    assert config is not None
+    conf_key, conf = next(iter(config["data"].items()))
+
+    def kubectl(*args: str) -> None:
+        subprocess.run(["kubectl", f"--kubeconfig={kube.kubeconfig}", "-n", kube.namespace, *args],
+                       check=True, capture_output=True, timeout=60)
+
+    kubectl("patch", "configmap", "iris-router", "--type=merge", "-p",
+            json.dumps({"data": {conf_key: "events {}\n"}}))
+    kubectl("scale", "deployment/iris-a", "--replicas=3")
+    kube.wait_for_object("Deployment", "iris-a", lambda d: d["spec"]["replicas"] == 1
+                         and d["metadata"]["generation"] > 1, timeout=30)
+    kube.wait_for_object("ConfigMap", "iris-router", lambda c: c["data"][conf_key] == conf, timeout=30)
+    assert operator.error_lines() == []
 
 
 def test_unknown_alias_and_version_are_reported(

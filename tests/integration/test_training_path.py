@@ -255,6 +255,20 @@ def test_deleting_a_running_trainingrun_ends_its_mlflow_run(
     assert phase(tr) == "Succeeded"
 
 
+def test_configmap_edit_is_a_new_version_at_once(kube: KubeEnv, operator: OperatorProcess) -> None:
+    """A Dataset read from a ConfigMap (no refreshInterval) re-profiles when the ConfigMap is
+    edited: the operator watches it."""
+    data = example("iris-data", "ConfigMap")
+    kube.apply(data)
+    kube.apply(example("iris", "Dataset"))
+    first = wait_phase(kube, "Dataset", "iris", ("Ready",))["status"]["version"]
+    data["data"]["iris.csv"] += "5.0,3.3,1.4,0.2,setosa\n"
+    kube.apply(data)
+    ds = kube.wait_for_object("Dataset", "iris", lambda o: phase(o) == "Ready" and o["status"].get("version") != first,
+                              timeout=60)
+    assert ds["status"]["rows"] == 151 and [v["version"] for v in ds["status"]["versions"]][0] == first
+
+
 def test_old_profile_jobs_are_pruned(kube: KubeEnv, operator: OperatorProcess) -> None:
     """Every Dataset change or refresh profiles in a new Job; only the newest few stay."""
     from dockyard.controllers.dataset import PROFILE_JOBS_KEPT

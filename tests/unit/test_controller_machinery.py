@@ -70,17 +70,32 @@ def test_summarize_follows_kstatus() -> None:
     assert {c["type"]: c["status"] for c in done} == {"Ready": "True"}
 
 
-def test_needs_apply_compares_spec_hash() -> None:
+def test_needs_apply_on_spec_change_and_on_drift() -> None:
+    from dockyard.controllers.base import slim
+
     desired = stamp_spec_hash(
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 1}}
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}}
     )
     assert needs_apply(None, desired)
-    existing = {"metadata": {"annotations": dict(desired["metadata"]["annotations"])}, "status": {"x": 1}}
+    hashed = dict(desired["metadata"]["annotations"])
+    ours = {"manager": "dockyard", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    status = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+              "fieldsV1": {"f:status": {}}}
+    existing = {"metadata": {"uid": "u", "generation": 2, "annotations": hashed, "managedFields": [ours, status]}}
     assert not needs_apply(existing, desired)
     changed = stamp_spec_hash(
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"a": 2}}
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 2}}
     )
     assert needs_apply(existing, changed)
+    # Drift: after a restart, known only from managedFields (kept in the cache by slim)...
+    scaled = {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    edited = {"metadata": {**existing["metadata"], "managedFields": [ours, status, scaled]}}
+    assert needs_apply(slim(edited, keep_spec=False), desired)
+    labelled = {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {}}}}
+    assert not needs_apply({"metadata": {**existing["metadata"], "managedFields": [ours, labelled]}}, desired)
+    # ...and once applied, from the generation our apply returned.
+    assert not needs_apply(edited, desired, applied={"u": "g2"})
+    assert needs_apply({"metadata": {**edited["metadata"], "generation": 3}}, desired, applied={"u": "g2"})
 
 
 @pytest.mark.parametrize(

@@ -181,11 +181,15 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Serving/router Services and the router's nginx ConfigMap: applied and pruned; a Dataset's
-# ConfigMap volume is checked to exist.
+# Serving/router Services and the router's nginx ConfigMap: applied and pruned.
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# ConfigMaps are also watched: a Dataset whose volume is a ConfigMap re-profiles when it is
+# edited, and a hand-edited router config is put back at once.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Only to check that a Secret referenced by a spec exists: never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -219,6 +219,10 @@ class DatasetStatus(BaseStatus):
     refresh_count: int | None = Field(
         default=None, ge=0, description="Number of scheduled re-profiles started so far."
     )
+    source_revision: str | None = Field(
+        default=None,
+        description="resourceVersion of the source ConfigMap the last profile read; an edit re-profiles at once.",
+    )
 
 
 VALID_PHASES = ("Pending", "Validating", "Ready", "Invalid", "Failed")

@@ -14,6 +14,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..config import OperatorConfig
 from ..labels import (
     ATTEMPT_LABEL,
+    SOURCE_REVISION_ANNOTATION,
     child_name,
     owner_reference,
     pod_template_labels,
@@ -118,9 +119,11 @@ def _job(
 
 
 def build_profile_job(
-    owner: dict[str, Any], spec: DatasetSpec, *, job_name: str, cfg: OperatorConfig
+    owner: dict[str, Any], spec: DatasetSpec, *, job_name: str, cfg: OperatorConfig,
+    source_revision: str | None = None,
 ) -> dict[str, Any]:
-    """The Job that runs `dockyard profile` over the Dataset's source."""
+    """The Job that runs `dockyard profile` over the Dataset's source. ``source_revision``: the
+    resourceVersion of the ConfigMap it reads, recorded so an edit is noticed at once."""
     volumes, mounts, env_from = dataset_access(spec)
     env = {
         "DOCKYARD_DATASET_NAME": owner["metadata"]["name"],
@@ -138,8 +141,11 @@ def build_profile_job(
         "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     }
-    return _job(owner=owner, name=job_name, component="profiler", container=container, volumes=volumes,
-                cfg=cfg, backoff_limit=0, active_deadline_seconds=3600)
+    job = _job(owner=owner, name=job_name, component="profiler", container=container, volumes=volumes,
+               cfg=cfg, backoff_limit=0, active_deadline_seconds=3600)
+    if source_revision is not None:
+        job["metadata"]["annotations"][SOURCE_REVISION_ANNOTATION] = source_revision
+    return job
 
 
 def training_env(

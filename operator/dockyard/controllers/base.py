@@ -31,7 +31,7 @@ from typing import Any
 from .. import metrics
 from ..conditions import now_rfc3339, summarize
 from ..config import OperatorConfig
-from ..kube import ApiError, KubeClient
+from ..kube import FIELD_MANAGER, ApiError, KubeClient
 from ..labels import SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowClient
 from .state import ControllerState
@@ -120,14 +120,36 @@ class WorkQueue:
 def slim(body: dict[str, Any], *, keep_spec: bool = True) -> dict[str, Any]:
     """What the cache keeps of an object: no managedFields (SSA bookkeeping, often the bulk of
     a body) and, for children (keep_spec=False), only metadata and status, which is all the
-    controllers read of a Job or Deployment."""
+    controllers read of a Job or Deployment, plus who else edited them (see foreign_editors)."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     if keep_spec:
         return {**body, "metadata": meta}
+    editors = foreign_editors(body)
+    if editors:
+        meta[FOREIGN_EDITORS] = editors
     out = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": meta}
     if "status" in body:
         out["status"] = body["status"]
     return out
+
+
+FOREIGN_EDITORS = "dockyard.dev/foreignEditors"  # cache-only key: never sent to the API
+
+
+def foreign_editors(body: dict[str, Any]) -> list[str]:
+    """Field managers other than ours that changed what we declare (anything but metadata and
+    status) with an update: `kubectl edit`, `kubectl scale`, a patch. From managedFields, or
+    from what slim() kept of them."""
+    meta = body.get("metadata") or {}
+    if FOREIGN_EDITORS in meta:
+        return list(meta[FOREIGN_EDITORS])
+    editors = set()
+    for entry in meta.get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") or entry.get("operation") != "Update":
+            continue
+        if any(key not in ("f:metadata", "f:status") for key in entry.get("fieldsV1") or {}):
+            editors.add(str(entry.get("manager")))
+    return sorted(editors)
 
 
 @dataclass(frozen=True)
@@ -348,23 +370,47 @@ async def set_finalizer(ctx: Context, body: dict[str, Any], finalizer: str, *, p
     ctx.cache.put_written((body["kind"], meta["namespace"], meta["name"]), slim(updated))
 
 
-def needs_apply(existing: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+def needs_apply(existing: dict[str, Any] | None, desired: dict[str, Any], applied: dict[str, str] | None = None) -> bool:
+    """Whether a child must be (re-)applied: missing, our spec changed, or someone else changed
+    it since we applied (drift: `kubectl edit`, `kubectl scale`). ``applied`` maps child uid ->
+    the version marker our last apply returned; without one (after a restart), a child edited
+    by another field manager counts as drifted."""
     if existing is None:
         return True
     have = (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
     want = desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION]
-    return have != want
+    if have != want:
+        return True
+    known = (applied or {}).get(str(existing["metadata"].get("uid")))
+    if known is not None:
+        return known != version_marker(existing)
+    return bool(foreign_editors(existing))
+
+
+def version_marker(obj: dict[str, Any]) -> str:
+    """What changes when someone changes the object: its generation where it has one (status
+    updates do not move it), else its resourceVersion."""
+    meta = obj.get("metadata") or {}
+    generation = meta.get("generation")
+    return f"g{generation}" if generation is not None else f"rv{meta.get('resourceVersion')}"
 
 
 async def ensure_child(ctx: Context, desired: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
-    """Server-side apply a child when it is missing or its spec hash changed; else no write."""
-    if not needs_apply(existing, desired):
+    """Server-side apply a child when it is missing, its spec hash changed or it drifted; else no write."""
+    applied = ctx.state.applied_children
+    if not needs_apply(existing, desired, applied):
         assert existing is not None
+        applied.setdefault(str(existing["metadata"].get("uid")), version_marker(existing))
         return existing
+    if existing is not None and foreign_editors(existing):
+        log.info("%s %s/%s was changed by %s: re-applying", desired["kind"], desired["metadata"]["namespace"],
+                 desired["metadata"]["name"], ", ".join(foreign_editors(existing)))
     try:
-        return await ctx.kube.apply(desired)
+        result = await ctx.kube.apply(desired)
     except ApiError as exc:
         raise ChildRejected.check(desired, exc) from exc
+    applied[str(result["metadata"].get("uid"))] = version_marker(result)
+    return result
 
 
 async def create_once(ctx: Context, desired: dict[str, Any]) -> dict[str, Any]:
@@ -482,6 +528,7 @@ class Runtime:
         key = (kind, meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
             self.ctx.cache.drop(key)
+            self.ctx.state.applied_children.pop(str(meta.get("uid")), None)
         else:
             self.ctx.cache.observe(key, slim(body, keep_spec=False), listed=event_type is None)
         self.enqueue_owner(body)

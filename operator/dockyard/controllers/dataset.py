@@ -16,7 +16,7 @@ from ..api.common import parse_duration
 from ..api.dataset import DatasetSpec
 from ..builders.training import build_profile_job, profile_job_name
 from ..conditions import now_rfc3339
-from ..labels import COMPONENT_LABEL, owned_by
+from ..labels import COMPONENT_LABEL, SOURCE_REVISION_ANNOTATION, owned_by
 from .base import Context, Result, create_once, generation, write_status
 from .common import announce_transition, invalid_status, job_outcome, parse_spec, phase_status
 
@@ -40,13 +40,15 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     gen = generation(body)
     refresh = int(old_status.get("refreshCount") or 0)
     recorded = old_status.get("observedGeneration") == gen and old_status.get("phase") in TERMINAL
+    revision = _source_revision(ctx, ns, spec)
     if recorded and old_status.get("jobName") == profile_job_name(name, gen, refresh):
-        due_in = _refresh_due_in(spec, old_status)
+        edited = revision is not None and old_status.get("sourceRevision") not in (None, revision)
+        due_in = 0.0 if edited else _refresh_due_in(spec, old_status)  # an edited ConfigMap: at once
         if due_in is None:
             return Result()
         if due_in > 0:
             return Result(requeue_after=due_in)
-        refresh += 1  # time for the next scheduled check
+        refresh += 1  # time for the next check
     elif not recorded:
         refresh = refresh if old_status.get("observedGeneration") == gen else 0
 
@@ -58,7 +60,8 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
             reason, message = missing
             await _finish(ctx, body, phase_status(body, phase="Pending", ready=False, reason=reason, message=message))
             return Result(requeue_after=30.0)
-        job = await create_once(ctx, build_profile_job(body, spec, job_name=job_name, cfg=ctx.cfg))
+        job = await create_once(ctx, build_profile_job(body, spec, job_name=job_name, cfg=ctx.cfg,
+                                                       source_revision=revision))
     outcome = await job_outcome(ctx, job)
     if not outcome.finished:
         if recorded:  # a scheduled re-check: the current version stays Ready meanwhile
@@ -71,6 +74,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         return Result(requeue_after=30.0)  # the Job watch usually wakes us sooner
 
     status = _record_result(body, old_status, job_name, refresh, outcome.result, outcome)
+    read = (job["metadata"].get("annotations") or {}).get(SOURCE_REVISION_ANNOTATION)
+    if read is not None:
+        status["sourceRevision"] = read
     await _finish(ctx, body, status)
     await _prune_profile_jobs(ctx, body)
     if status.get("version") and status.get("version") != old_status.get("version") and old_status.get("version"):
@@ -113,6 +119,15 @@ def _refresh_due_in(spec: DatasetSpec, status: dict[str, Any]) -> float | None:
     elapsed = (datetime.now(UTC) - last).total_seconds()
     interval = max(parse_duration(spec.refresh_interval), MIN_REFRESH_SECONDS)
     return max(interval - elapsed, 0.0)
+
+
+def _source_revision(ctx: Context, ns: str, spec: DatasetSpec) -> str | None:
+    """The resourceVersion of the ConfigMap the Dataset reads (watched, so from the cache), if any."""
+    volume = spec.source.volume
+    if volume is None or volume.config_map is None:
+        return None
+    config_map = ctx.cache.get(("ConfigMap", ns, volume.config_map.name))
+    return str(config_map["metadata"]["resourceVersion"]) if config_map else None
 
 
 async def _prune_profile_jobs(ctx: Context, body: dict[str, Any]) -> None:

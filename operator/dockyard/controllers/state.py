@@ -60,3 +60,6 @@ class ControllerState:
     deployments: ByUid[DeploymentState] = field(default_factory=lambda: ByUid(DeploymentState))
     # Registered models this process has ensured exist (names are MLflow's, not objects').
     registered_models: set[str] = field(default_factory=set)
+    # Child uid -> version marker (generation, else resourceVersion) our last apply returned:
+    # a child whose marker moved was changed by someone else and is applied again.
+    applied_children: dict[str, str] = field(default_factory=dict)
