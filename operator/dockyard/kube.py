@@ -1,8 +1,9 @@
 """The controllers' Kubernetes client: ``kubernetes_asyncio`` underneath, a small typed API on top.
 
 Chosen by measurement (``bench/bench_kube_clients.py``, figures in docs/performance.md):
-against lightkube and kr8s it had the highest request rate and the lowest CPU per request,
-and it runs on aiohttp, which kopf and the MLflow client already use. ``kubernetes_asyncio``
+against lightkube and kr8s it had the lowest CPU per request in every run (request rates were
+within the machine's noise of lightkube's), and it runs on aiohttp, which kopf and the MLflow
+client already use. ``kubernetes_asyncio``
 provides the credentials (in-cluster service account, else the kubeconfig: certificates,
 tokens, token files, exec plugins, OIDC) and the TLS set-up; this module adds what the
 controllers need on top, and nothing else:
