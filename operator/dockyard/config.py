@@ -27,6 +27,7 @@ class OperatorConfig:
     alias_refresh_seconds_min: int = 5
     history_limit: int = 10
     resync_seconds: float = 300.0  # re-list every watched kind (heals DELETEs missed in a watch gap)
+    lease_seconds: float = 15.0  # leader election: how long followers wait on a silent leader
     enabled_routers: frozenset[str] = field(
         default_factory=lambda: frozenset({"builtin", "gateway", "istio", "seldon"})
     )
@@ -49,6 +50,7 @@ class OperatorConfig:
             workers=int(_env("DOCKYARD_WORKERS", str(cls.workers))),
             history_limit=int(_env("DOCKYARD_HISTORY_LIMIT", str(cls.history_limit))),
             resync_seconds=float(_env("DOCKYARD_RESYNC_SECONDS", str(cls.resync_seconds))),
+            lease_seconds=float(_env("DOCKYARD_LEASE_SECONDS", str(cls.lease_seconds))),
             enabled_routers=frozenset(r.strip() for r in routers.split(",") if r.strip()),
             cluster_domain=_env("DOCKYARD_CLUSTER_DOMAIN", cls.cluster_domain),
         )

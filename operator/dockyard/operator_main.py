@@ -1,4 +1,4 @@
-"""`dockyard operator`: wire kopf's watches, peering and probes to the Dockyard controllers.
+"""`dockyard operator`: wire kopf's watches, leader election and probes to the Dockyard controllers.
 
 kopf handlers here are deliberately thin: every watch event goes to :meth:`Runtime.observe`
 (cache + queue); the controllers in :mod:`dockyard.controllers` do the work.
@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +24,7 @@ from .controllers import dataset, modeldeployment, trainingrun
 from .controllers.base import Cache, Context, EventRecorder, Runtime, Watched, WorkQueue
 from .kube import Credentials, KubeClient, kopf_login
 from .labels import MANAGED_BY
+from .leader import LeaderElector, LeaseConfig
 from .mlflow_client import MlflowClient
 
 log = logging.getLogger("dockyard")
@@ -32,7 +35,8 @@ CHILD_SELECTOR = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
 CHILD_RESOURCES = (("batch", "jobs"), ("apps", "deployments"))
 
 
-def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Sequence[str] = ()) -> kopf.OperatorRegistry:
+def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Sequence[str] = (),
+                   lease: LeaseConfig | None = None, stop_flag: asyncio.Event | None = None) -> kopf.OperatorRegistry:
     """A fresh registry whose handlers feed one Runtime (kept in `state['runtime']`)."""
     registry = kopf.OperatorRegistry()
 
@@ -66,7 +70,10 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
         kube = KubeClient(credentials)
         ctx = Context(kube=kube, mlflow=MlflowClient(cfg.mlflow_tracking_uri), cfg=cfg, cache=Cache(),
                       queue=WorkQueue(), events=EventRecorder(kube))
-        runtime = Runtime(ctx, namespaces=list(namespaces), resync_seconds=cfg.resync_seconds)
+        # Every replica watches and caches; only the Lease holder's workers reconcile.
+        elector = LeaderElector(kube, lease) if lease is not None else None
+        runtime = Runtime(ctx, namespaces=list(namespaces), resync_seconds=cfg.resync_seconds,
+                          leading=elector.leading if elector is not None else None)
         runtime.register(dataset.KIND, dataset.reconcile)
         runtime.register(trainingrun.KIND, trainingrun.reconcile)
         runtime.register(modeldeployment.KIND, modeldeployment.reconcile, forget=modeldeployment.forget)
@@ -75,15 +82,24 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
         runtime.watch(Watched("Job", "batch/v1", CHILD_SELECTOR, keep_spec=False))
         runtime.watch(Watched("Deployment", "apps/v1", CHILD_SELECTOR, keep_spec=False))
         runtime.watch(Watched("ConfigMap", "v1", keep_spec=False))  # metadata only: not their data
-        await runtime.start(cfg.workers)  # workers wait for the first list of every kind
+        await runtime.start(cfg.workers)  # workers wait for the first list of every kind (and the Lease)
         state["runtime"] = runtime
+        if elector is not None:
+            state["elector"] = elector
+            state["election"] = asyncio.create_task(_elect(elector, stop_flag), name="dockyard-leader-election")
         log.info("dockyard %s started; MLflow at %s", __version__, cfg.mlflow_tracking_uri)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         runtime: Runtime | None = state.pop("runtime", None)
+        election: asyncio.Task[None] | None = state.pop("election", None)
+        if election is not None:
+            election.cancel()
         if runtime is not None:
             await runtime.stop()
+            elector: LeaderElector | None = state.pop("elector", None)
+            if elector is not None:
+                await elector.release()  # after the workers stopped: a follower takes over at once
             await runtime.ctx.kube.close()
             await runtime.ctx.mlflow.close()
 
@@ -152,30 +168,38 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
     return registry
 
 
+async def _elect(elector: LeaderElector, stop_flag: asyncio.Event | None) -> None:
+    await elector.run()
+    if elector.lost.is_set() and stop_flag is not None:
+        stop_flag.set()  # a leader that lost its Lease must stop reconciling: exit, restart as follower
+
+
 async def run(
     *,
     cfg: OperatorConfig,
     namespaces: Sequence[str] = (),
     clusterwide: bool = True,
-    standalone: bool = False,
-    peering_name: str | None = None,
+    lease: LeaseConfig | None = None,
     liveness_endpoint: str | None = None,
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
-) -> None:
-    """Run the operator until `stop_flag` is set (or the task is cancelled)."""
+) -> bool:
+    """Run the operator until `stop_flag` is set (or the task is cancelled). False when it
+    stopped because it lost the leader Lease."""
     state: dict[str, Any] = {}
-    registry = build_registry(state, cfg, namespaces)
+    stop_flag = stop_flag or asyncio.Event()
+    registry = build_registry(state, cfg, namespaces, lease, stop_flag)
     await kopf.operator(
         registry=registry,
         clusterwide=clusterwide and not namespaces,
         namespaces=list(namespaces),
-        standalone=standalone,
-        peering_name=peering_name,
+        standalone=True,  # kopf's peering pauses only its watches; leader election gates our workers
         liveness_endpoint=liveness_endpoint,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
+    elector: LeaderElector | None = state.get("elector")
+    return not (elector is not None and elector.lost.is_set())
 
 
 class JsonFormatter(logging.Formatter):
@@ -209,9 +233,14 @@ def main(argv: Sequence[str]) -> int:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
-    peering = parser.add_mutually_exclusive_group()
-    peering.add_argument("--standalone", action="store_true", help="no peering (single instance)")
-    peering.add_argument("--peering", default=None, help="kopf peering object name (default: 'default')")
+    election = parser.add_mutually_exclusive_group()
+    election.add_argument("--standalone", action="store_true",
+                          help="no leader election: the only instance reconciles (default)")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="reconcile only while holding the leader Lease (several replicas)")
+    parser.add_argument("--leader-election-id", default="dockyard-operator", help="name of the Lease")
+    parser.add_argument("--leader-election-namespace", default=None,
+                        help="namespace of the Lease (default: $POD_NAMESPACE, else 'default')")
     parser.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (0 = disabled)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -222,12 +251,18 @@ def main(argv: Sequence[str]) -> int:
     port = cfg.metrics_port if args.metrics_port is None else args.metrics_port
     if port:
         metrics.serve(port)
-    asyncio.run(run(
+    lease = None
+    if args.leader_elect:
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        lease = LeaseConfig(namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "default",
+                            name=args.leader_election_id, identity=identity,
+                            lease_seconds=cfg.lease_seconds, renew_deadline=cfg.lease_seconds * 2 / 3,
+                            retry_seconds=max(cfg.lease_seconds / 7.5, 0.2))
+    kept_lease = asyncio.run(run(
         cfg=cfg,
         namespaces=args.namespace,
         clusterwide=not args.namespace,
-        standalone=args.standalone,
-        peering_name=args.peering,
+        lease=lease,
         liveness_endpoint=args.liveness,
     ))
-    return 0
+    return 0 if kept_lease else 1

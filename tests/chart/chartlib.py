@@ -44,7 +44,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "everything-else": {
         "fullnameOverride": "dy",
-        "peering": {"enabled": False},
+        "leaderElection": {"enabled": False},
         "operator": {
             "logFormat": "json",
             "verbose": True,

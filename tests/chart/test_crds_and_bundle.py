@@ -14,20 +14,11 @@ def test_chart_crds_are_exact_copies_of_crds_dir() -> None:
     assert source, "crds/ is empty"
     chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
     extra = {name for name in chart if name not in source}
-    assert all(name.startswith("kopf.dev_") for name in extra), f"stale CRDs in the chart: {extra}"
+    assert not extra, f"stale CRDs in the chart: {extra}"
     for name, data in source.items():
         assert chart.get(name) == data, f"charts/dockyard/crds/{name} differs from crds/{name}; {REGENERATE}"
     render_install = load_hack_module("render-install.py")
     assert render_install.crd_drift() == []
-
-
-def test_kopf_peering_crds_ship_with_the_chart() -> None:
-    kinds = {}
-    for path in (CHART / "crds").glob("kopf.dev_*.yaml"):
-        crd = yaml.safe_load(path.read_text())
-        kinds[crd["spec"]["names"]["kind"]] = crd["spec"]["scope"]
-        assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.kopf.dev"
-    assert kinds == {"ClusterKopfPeering": "Cluster", "KopfPeering": "Namespaced"}
 
 
 def test_install_yaml_is_in_sync_with_the_chart() -> None:
@@ -45,20 +36,16 @@ def test_install_yaml_contents() -> None:
         "datasets.dockyard.dev",
         "trainingruns.dockyard.dev",
         "modeldeployments.dockyard.dev",
-        "kopfpeerings.kopf.dev",
-        "clusterkopfpeerings.kopf.dev",
     } == crd_names
     # CRDs and RBAC before the Deployments that need them; CRDs before their objects.
     assert max(i for i, k in enumerate(kinds) if k == "CustomResourceDefinition") < kinds.index("ClusterRole")
     assert kinds.index("ClusterRoleBinding") < kinds.index("Deployment")
-    assert kinds.index("CustomResourceDefinition") < kinds.index("ClusterKopfPeering")
     for doc in docs:
         if doc["kind"] not in {
             "Namespace",
             "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
-            "ClusterKopfPeering",
         }:
             assert doc["metadata"]["namespace"] == "dockyard", doc["metadata"]["name"]
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}

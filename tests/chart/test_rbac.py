@@ -35,7 +35,7 @@ def rules_by_role(objects: list[dict]) -> dict[tuple[str, str, str], dict[tuple[
 # the two scopes grant the same thing inside a namespace.
 @pytest.mark.parametrize("routers", [{}, {"gateway": True, "istio": True, "seldon": True}])
 def test_cluster_and_namespaced_scopes_grant_the_same_namespaced_rules(routers: dict) -> None:
-    values = {"routers": routers, "peering": {"enabled": False}}
+    values = {"routers": routers, "leaderElection": {"enabled": False}}
     cluster = rules_by_role(render(values))[("ClusterRole", "", "dockyard-operator")]
     namespaced = rules_by_role(render(merge(values, SCENARIOS["namespaced"])))
     for ns in SCENARIOS["namespaced"]["watch"]["namespaces"]:

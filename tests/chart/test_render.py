@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jsonschema
 import kubernetes_validate
 import pytest
 from kubernetes_validate import utils as kv_utils
@@ -14,7 +13,6 @@ helm_python = pytest.importorskip("helm_python")
 # The newest Kubernetes version whose schemas kubernetes-validate ships.
 KUBE_VERSION = kv_utils.latest_version()
 # Kinds with no built-in schema: validated against the chart's own CRDs, or structurally.
-CUSTOM_KINDS_WITH_CRD = {"ClusterKopfPeering", "KopfPeering"}
 PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor"}
 
 
@@ -39,7 +37,7 @@ def test_builtin_objects_validate_against_kubernetes_schemas(scenario: str) -> N
     assert objects
     checked = 0
     for obj in objects:
-        if obj["kind"] in CUSTOM_KINDS_WITH_CRD | PROMETHEUS_OPERATOR_KINDS:
+        if obj["kind"] in PROMETHEUS_OPERATOR_KINDS:
             continue
         try:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -53,25 +51,9 @@ def test_builtin_objects_validate_against_kubernetes_schemas(scenario: str) -> N
 
 def test_chart_crds_validate_against_kubernetes_schemas() -> None:
     crds = chart_crds()
-    assert {c["spec"]["group"] for c in crds} == {"dockyard.dev", "kopf.dev"}
+    assert {c["spec"]["group"] for c in crds} == {"dockyard.dev"}
     for crd in crds:
         kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
-
-
-@pytest.mark.parametrize("scenario", ["default", "namespaced"])
-def test_custom_objects_validate_against_their_crds(scenario: str) -> None:
-    crds = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in chart_crds()}
-    customs = [o for o in render(SCENARIOS[scenario]) if o["kind"] in CUSTOM_KINDS_WITH_CRD]
-    assert customs, "peering is on by default: a (Cluster)KopfPeering must be rendered"
-    for obj in customs:
-        group, version = obj["apiVersion"].split("/")
-        crd = crds[(group, obj["kind"])]
-        served = {v["name"]: v for v in crd["spec"]["versions"] if v["served"]}
-        assert version in served
-        namespaced = crd["spec"]["scope"] == "Namespaced"
-        assert ("namespace" in obj["metadata"]) == namespaced, obj
-        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-        jsonschema.validate(body, served[version]["schema"]["openAPIV3Schema"])
 
 
 def test_service_monitor_and_pod_monitor_select_what_they_should() -> None:
@@ -159,7 +141,8 @@ def test_default_render_has_the_expected_objects() -> None:
             "ServiceAccount/dockyard-operator",
             "ClusterRole/dockyard-operator",
             "ClusterRoleBinding/dockyard-operator",
-            "ClusterKopfPeering/dockyard",
+            "Role/dockyard-operator-leader-election",
+            "RoleBinding/dockyard-operator-leader-election",
             "Deployment/dockyard-operator",
             "Service/dockyard-operator-metrics",
             "ConfigMap/dockyard-grafana-dashboard",
@@ -169,7 +152,7 @@ def test_default_render_has_the_expected_objects() -> None:
         ]
     )
     for obj in objects:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dockyard"
 
@@ -187,14 +170,16 @@ def _env(container: dict) -> dict:
 def test_operator_deployment_defaults() -> None:
     dep = _operator(render())
     assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate"}  # the new Pod waits for the Lease
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert "command" not in container  # the image's ENTRYPOINT ["dockyard"] runs
     assert container["args"] == [
         "operator",
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
-        "--peering=dockyard",
+        "--leader-elect",
+        "--leader-election-id=dockyard-operator",
+        "--leader-election-namespace=dockyard",
     ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
@@ -211,7 +196,7 @@ def test_operator_deployment_defaults() -> None:
     assert env["DOCKYARD_RUNTIME_IMAGE"] == "ghcr.io/dockyard-dev/dockyard-runtime:0.1.0"
     assert env["DOCKYARD_ROUTER_IMAGE"] == "nginxinc/nginx-unprivileged:1.27-alpine"
     assert env["DOCKYARD_WORKLOAD_SERVICE_ACCOUNT"] == ""  # namespace default SA in cluster scope
-    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert "DOCKYARD_MLFLOW_CREDENTIALS_SECRET" not in env
     assert "MLFLOW_TRACKING_PASSWORD" not in env
     assert container["image"] == "ghcr.io/dockyard-dev/dockyard-operator:0.1.0"
@@ -228,7 +213,8 @@ def test_switches_change_the_operator() -> None:
     dep = _operator(render(SCENARIOS["everything-else"]))
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert "--standalone" in container["args"] and "--verbose" in container["args"]
-    assert not any(a.startswith("--peering") for a in container["args"])
+    assert not any(a.startswith("--leader-elect") for a in container["args"])
+    assert dep["spec"]["strategy"] == {"type": "Recreate"} and dep["spec"]["replicas"] == 1
     assert container["image"] == "registry.example.com/dockyard-operator@sha256:" + "a" * 64
     env = _env(container)
     assert env["DOCKYARD_LOG_FORMAT"] == "json"
@@ -315,13 +301,12 @@ def test_inconsistent_values_fail_with_a_clear_message(values: dict, message: st
 
 def test_namespaced_scope_objects_land_in_each_watched_namespace() -> None:
     objects = render(SCENARIOS["namespaced"])
-    for kind in ("Role", "RoleBinding", "KopfPeering", "ServiceAccount"):
+    for kind in ("Role", "RoleBinding", "ServiceAccount"):
         namespaces = {o["metadata"]["namespace"] for o in find(objects, kind)}
         assert {"team-a", "team-b"} <= namespaces, kind
     workload = [sa for sa in find(objects, "ServiceAccount", "dockyard-workload")]
     assert {sa["metadata"]["namespace"] for sa in workload} == {"team-a", "team-b"}
     assert all(sa["automountServiceAccountToken"] is False for sa in workload)
-    assert not find(objects, "ClusterKopfPeering")
 
 
 def test_notes_tell_the_user_what_to_do_next() -> None:

@@ -81,5 +81,5 @@ def test_render_with_a_bad_value_fails(values: dict, fragment: str) -> None:
 
 
 def test_lint_reports_a_typo() -> None:
-    report = helm_python.lint(CHART, {"peering": {"enabeld": False}})
+    report = helm_python.lint(CHART, {"leaderElection": {"enabeld": False}})
     assert any("enabeld" in e for e in report["errors"])

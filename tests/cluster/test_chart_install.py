@@ -46,6 +46,6 @@ def test_chart_installs_and_its_deployments_roll_out(kube: KubeEnv, kubectl: Kub
         pods = kube.list("Pod", label_selector="app.kubernetes.io/component=operator")
         assert pods and all(p["status"]["phase"] == "Running" for p in pods)
     finally:
-        cluster_scoped = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")]
+        cluster_scoped = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
         for obj in cluster_scoped:
             kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found", "--wait=false")

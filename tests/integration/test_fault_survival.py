@@ -182,6 +182,50 @@ def test_operator_survives_sigkill_at_random_points(
     assert any(any(p in line for p in IN_FLIGHT) for line in interrupted), interrupted
 
 
+# ------------------------------------------------------------------------------ leader election
+
+
+def test_only_the_lease_holder_reconciles_and_a_follower_takes_over(
+    kube: KubeEnv, operator_factory: OperatorFactory, mlflow_server: MlflowServer
+) -> None:
+    """Two replicas with --leader-elect: the follower watches but never reconciles; SIGKILL the
+    leader and the follower takes over once the Lease runs out; a clean stop hands the Lease
+    over (released, not left to expire)."""
+    from tests.integration.test_training_path import _reconciles
+    from tests.plugins.kube import OPERATOR_NAMESPACE
+
+    kube.run_pods_instantly(INSTANT_RESULTS)
+    lease = f"lease-{kube.namespace}"[:63]
+    election = ["--leader-elect", f"--leader-election-id={lease}", f"--leader-election-namespace={OPERATOR_NAMESPACE}"]
+
+    def replica(name: str) -> Any:
+        return operator_factory(election=election, extra_env={"POD_NAME": name, "DOCKYARD_LEASE_SECONDS": "3"})
+
+    def holder() -> str | None:
+        obj = kube.get("Lease", lease, namespace=OPERATOR_NAMESPACE)
+        return ((obj or {}).get("spec") or {}).get("holderIdentity")
+
+    a = replica("a").start()
+    kube.wait_for(lambda: holder() == "a", 30, message="a holds the Lease")
+    b = replica("b").start()
+    for doc in dataset_objects():
+        kube.apply(doc)
+    kube.apply(training_run("tr-1", f"fs-{kube.namespace}-1"))
+    kube.wait_for_object("TrainingRun", "tr-1", lambda o: phase(o) == "Succeeded", timeout=120)
+    assert holder() == "a" and _reconciles(b, "TrainingRun") == 0 and _reconciles(a, "TrainingRun") > 0
+
+    a.kill()  # a crash: no release; b waits out the Lease, then reconciles
+    kube.wait_for(lambda: holder() == "b", 30, message="b takes the Lease over")
+    kube.apply(training_run("tr-2", f"fs-{kube.namespace}-2"))
+    kube.wait_for_object("TrainingRun", "tr-2", lambda o: phase(o) == "Succeeded", timeout=120)
+
+    a.start()
+    b.stop()  # a clean stop releases the Lease before the process exits
+    assert holder() != "b"
+    kube.wait_for(lambda: holder() == "a", 30, message="a takes the Lease back")
+    assert a.error_lines() == [] and b.error_lines() == []
+
+
 # ------------------------------------------------------------------------------ API faults
 
 

@@ -174,7 +174,7 @@ class KubeCluster:
         from tests.chart import chartlib
 
         objects = chartlib.render(
-            {"routers": {"gateway": True, "istio": True, "seldon": True}, "peering": {"enabled": False}},
+            {"routers": {"gateway": True, "istio": True, "seldon": True}},
             namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
         )
         rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding",

@@ -40,6 +40,7 @@ class OperatorProcess:
         namespaces: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
         mlflow_uri_for_pods: str | None = None,
+        election: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.mlflow_uri = mlflow_uri
@@ -47,6 +48,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.namespaces = namespaces or []
         self.extra_env = extra_env or {}
+        self.election = election or ["--standalone"]  # or --leader-elect and its options
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -63,7 +65,7 @@ class OperatorProcess:
             str(VENV_BIN / "dockyard"),
             "operator",
             *scope,
-            "--standalone",
+            *self.election,
             "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--metrics-port",

@@ -69,8 +69,8 @@ dockyard-workload
 {{- end -}}
 {{- end -}}
 
-{{- define "dockyard.peeringName" -}}
-{{- default (include "dockyard.fullname" .) .Values.peering.name -}}
+{{- define "dockyard.leaseName" -}}
+{{- default (printf "%s-operator" (include "dockyard.fullname" .)) .Values.leaderElection.name -}}
 {{- end -}}
 
 {{/* The embedded MLflow server runs unless an external URI is given. */}}

@@ -1,6 +1,6 @@
 """The reconcile machinery every controller shares.
 
-kopf watches (with resume, bookmarks and 410 handling), runs peering and the liveness
+kopf watches (with resume, bookmarks and 410 handling) and runs the liveness
 probe; it hands every watch event to :meth:`Runtime.observe`, which updates an in-memory
 cache (an informer) and enqueues the key. Workers pull keys from a de-duplicating
 :class:`WorkQueue` and call the controller's level-based ``reconcile``:
@@ -479,11 +479,16 @@ class Runtime:
     MLFLOW_MAX_BACKOFF = 30.0
     MLFLOW_PING_INTERVAL = 3.0
 
-    def __init__(self, ctx: Context, *, namespaces: list[str] | None = None, resync_seconds: float = 300.0):
+    def __init__(self, ctx: Context, *, namespaces: list[str] | None = None, resync_seconds: float = 300.0,
+                 leading: asyncio.Event | None = None):
         self.ctx = ctx
         self.namespaces = list(namespaces or [])  # empty: cluster-wide
         self.resync_seconds = resync_seconds
         self.synced = asyncio.Event()
+        # Set while this replica may reconcile (leader election); always, without one.
+        self.leading = leading if leading is not None else asyncio.Event()
+        if leading is None:
+            self.leading.set()
         self._reconcilers: dict[str, ReconcileFn] = {}
         self._forgetters: dict[str, ForgetFn] = {}
         self._watched: list[Watched] = []
@@ -593,6 +598,7 @@ class Runtime:
     async def _worker(self) -> None:
         await self.synced.wait()
         while True:
+            await self.leading.wait()
             key = await self.ctx.queue.get()
             try:
                 await self._process(key)
