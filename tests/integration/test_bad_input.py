@@ -1,12 +1,15 @@
 """Bad input corpus: every file in ``tests/data/invalid/`` is refused or reported, never a crash.
 
-Each file declares its expectation in a leading comment block (format: the docstring of
-``tests/unit/test_bad_input_schema.py``, which also checks the files against the CRD schema and
-the pydantic models without a server). Here they meet a running API server and operator:
+Each file declares its expectation in a leading comment block (format: ``tests/corpus.py``).
+Here they meet the real API server and a running operator:
 
-* ``expect: rejected`` -- create (POST) and server-side apply both answer 422 with a Kubernetes
-  ``Status`` whose ``details.causes[].field`` and message name the declared field path, and
-  nothing is stored.
+* Every file: the API server and the operator's pydantic spec models agree on it. For
+  ``expect: rejected``, create (POST) and server-side apply both answer 422 with a Kubernetes
+  ``Status`` whose ``details.causes[].field`` and message name the declared field path, nothing
+  is stored, and the spec model refuses it too with an error on that field's path (the
+  operator's mirror, for clusters that skipped CRD validation; ``metadata.*`` fields are out of
+  its reach). For ``expect: reported``, the API server stores it, and the spec model refuses
+  exactly the ``InvalidSpec`` ones (naming the declared field) and accepts the rest.
 * ``expect: reported`` -- all of them are applied into ONE namespace watched by ONE operator
   process (plus a Ready Dataset ``bad-corpus-base`` the estimator cases train on). Each must
   reach its declared ``phase`` with ``Ready=False`` and the declared ``reason`` (the message
@@ -51,11 +54,11 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.corpus import CASES, REPORTED, Case, names_field, pydantic_verdict, refuses_at
 from tests.mlflowproxy import MlflowProxy
 from tests.plugins.kube import POD_SECURITY_LABELS, KubeCluster, KubeEnv, condition
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
-from tests.unit.test_bad_input_schema import REJECTED, REPORTED, Case, names_field
 
 # Known-bug cases first: their (strict xfail) tests must run before the quiet window, which
 # deletes those objects so their retries cannot be mistaken for the others' writes.
@@ -391,10 +394,23 @@ def _assert_invalid(case: Case, exc: ApiException, how: str) -> None:
     )
 
 
-@pytest.mark.parametrize("case", [c.param() for c in REJECTED])
-def test_rejected_with_field_path(case: Case, rejected_env: KubeEnv) -> None:
+def _pydantic_na(case: Case) -> bool:
+    return case.header.get("pydantic", "").startswith("n/a")
+
+
+@pytest.mark.parametrize("case", [c.param() for c in CASES])
+def test_apiserver_and_pydantic_agree(case: Case, rejected_env: KubeEnv) -> None:
+    """The one agreement check: the real API server's verdict on the file and the spec model's."""
     env = rejected_env
+    verdict = pydantic_verdict(case)
     try:
+        if case.expect == "reported":
+            env.create(copy.deepcopy(case.obj))  # the API server accepts it...
+            if case.reason == "InvalidSpec":  # ...and the operator's model alone refuses it
+                assert case.field and verdict is not None and case.field in verdict[1], (case.id, verdict)
+            else:  # valid spec: the problem is outside it (a reference, the estimator)
+                assert verdict is None, (case.id, verdict)
+            return
         with pytest.raises(ApiException) as info:
             env.create(copy.deepcopy(case.obj))
         _assert_invalid(case, info.value, "create")
@@ -406,8 +422,13 @@ def test_rejected_with_field_path(case: Case, rejected_env: KubeEnv) -> None:
             _assert_invalid(case, info.value, "server-side apply")
             assert env.get(case.kind, case.name) is None, f"{case.id}: stored although refused"
         assert [o["metadata"]["name"] for o in env.list(case.kind)] == [], "nothing of this kind is stored"
+        assert case.field is not None
+        if _pydantic_na(case):
+            assert case.field.startswith("metadata."), f"{case.id}: only metadata is out of the model's reach"
+        else:
+            assert refuses_at(verdict, case.field), f"{case.id}: the spec model says {verdict} about {case.field}"
     finally:
-        for obj in env.list(case.kind):  # an xfail case was accepted: leave the namespace clean
+        for obj in env.list(case.kind):  # a reported file, or an xfail case that was accepted
             env.delete(case.kind, obj["metadata"]["name"])
 
 
