@@ -106,3 +106,28 @@ def test_operator_rbac_is_exactly_what_it_uses(kube_cluster: KubeCluster, passed
         pytest.skip(f"granted-but-unused is judged only after the whole integration tier; not run: {sorted(not_run)}")
     unused = sorted(grants - set(used) - ADMISSION_ONLY)
     assert unused == [], f"granted but never used by the operator (remove from the chart or test the path): {unused}"
+
+
+def test_child_watches_filter_on_the_server(kube_cluster: KubeCluster) -> None:
+    """The operator lists and watches only its own Jobs and Deployments (a label selector in the
+    request), not every Job and Deployment of the cluster."""
+    if kube_cluster.local is None:
+        pytest.skip("needs the local control plane's audit log (--cluster=controlplane)")
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_RELEASE}-operator"
+    unfiltered, seen = [], 0
+    with open(kube_cluster.local.audit_log) as f:
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (event.get("user", {}).get("username") != user or event.get("stage") != "ResponseComplete"
+                    or ref.get("resource") not in ("jobs", "deployments") or event["verb"] not in ("list", "watch")):
+                continue
+            received = dt.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if received.timestamp() < kube_cluster.session_started:
+                continue
+            seen += 1
+            if "labelSelector=" not in event["requestURI"]:
+                unfiltered.append(event["requestURI"])
+    if not seen:
+        pytest.skip("no operator ran in this session")
+    assert unfiltered == []
