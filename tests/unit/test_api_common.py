@@ -27,39 +27,11 @@ def test_object_reference_accepts(name: str) -> None:
     assert LocalObjectReference.model_validate({"name": name}).name == name
 
 
-HOSTILE_NAMES = [
-    pytest.param("a;b", id="semicolon"),
-    pytest.param("a\nb", id="newline"),
-    pytest.param("iris\n", id="trailing-newline"),
-    pytest.param("$(id)", id="dollar"),
-    pytest.param("a'b", id="single-quote"),
-    pytest.param('a"b', id="double-quote"),
-    pytest.param("a b", id="space"),
-    pytest.param("irís", id="unicode"),
-    pytest.param("Iris", id="uppercase"),
-    pytest.param("-iris", id="leading-dash"),
-    pytest.param("iris-", id="trailing-dash"),
-    pytest.param("a/b", id="slash"),
-    pytest.param("", id="empty"),
-    pytest.param("x" * 254, id="too-long"),
-]
-
-
-@pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_object_reference_rejects(name: str) -> None:
-    assert error_locs(LocalObjectReference, {"name": name}) == [("name",)]
-
-
-@pytest.mark.parametrize(
-    ("data", "loc"),
-    [
-        pytest.param({}, ("name",), id="missing"),
-        pytest.param({"name": 3}, ("name",), id="not-a-string"),
-        pytest.param({"name": "a", "namespace": "b"}, ("namespace",), id="unknown-field"),
-    ],
-)
-def test_object_reference_errors(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    assert loc in error_locs(LocalObjectReference, data)
+def test_unknown_fields_are_refused() -> None:
+    """The API server prunes fields its schema does not know, so no corpus file can carry one;
+    the shared types refuse them rather than ignore a misspelt field."""
+    assert error_locs(LocalObjectReference, {"name": "a", "namespace": "b"}) == [("namespace",)]
+    assert error_locs(ResourceRequirements, {"gpu": 1}) == [("gpu",)]
 
 
 def test_condition_parses_and_round_trips() -> None:
@@ -112,40 +84,6 @@ def test_base_status_wire_form_is_camel_case_without_nulls() -> None:
 @pytest.mark.parametrize("quantity", ["1", "500m", "0.5", "1.5", "1Gi", "512Mi", "2G", "100k", "1Ti", "3Ei"])
 def test_quantity_accepts(quantity: str) -> None:
     assert ResourceRequirements.model_validate({"requests": {"cpu": quantity}}).requests == {"cpu": quantity}
-
-
-@pytest.mark.parametrize(
-    "quantity",
-    [
-        pytest.param("1 Gi", id="space"),
-        pytest.param("1GB", id="unknown-suffix"),
-        pytest.param("-1", id="negative"),
-        pytest.param(".5", id="no-leading-digit"),
-        pytest.param("1e3", id="exponent"),
-        pytest.param("'1'", id="quoted"),
-        pytest.param("1Gi\n", id="trailing-newline"),
-        pytest.param("1Gi;rm", id="semicolon"),
-        pytest.param("", id="empty"),
-        pytest.param("1" * 65, id="too-long"),
-    ],
-)
-def test_quantity_rejects(quantity: str) -> None:
-    assert error_locs(ResourceRequirements, {"limits": {"memory": quantity}}) == [("limits", "memory")]
-
-
-@pytest.mark.parametrize(
-    ("data", "loc"),
-    [
-        pytest.param({"gpus": -1}, ("gpus",), id="gpus-negative"),
-        pytest.param({"gpus": 65}, ("gpus",), id="gpus-too-many"),
-        pytest.param({"gpus": 1.5}, ("gpus",), id="gpus-fraction"),
-        pytest.param({"requests": ["cpu"]}, ("requests",), id="requests-not-a-map"),
-        pytest.param({"requests": {"cpu": 1}}, ("requests", "cpu"), id="quantity-not-a-string"),
-        pytest.param({"gpu": 1}, ("gpu",), id="unknown-field"),
-    ],
-)
-def test_resources_errors(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    assert loc in error_locs(ResourceRequirements, data)
 
 
 @pytest.mark.parametrize(
