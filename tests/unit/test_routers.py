@@ -7,9 +7,7 @@ import random
 import re
 from typing import Any
 
-import pydantic
 import pytest
-from pydantic import ValidationError
 
 from dockyard.api.modeldeployment import IstioRouter, ModelDeploymentSpec, RouterSpec, StickySession, Variant
 from dockyard.config import OperatorConfig
@@ -230,6 +228,8 @@ def test_router_objects() -> None:
 
 
 # -- hostile strings -----------------------------------------------------------------------------
+# The API refuses them (corpus: tests/data/invalid/modeldeployment-*-{name,header,version}*.yaml);
+# the renderer must refuse them too when a spec reaches it unvalidated.
 
 HOSTILE_VARIANTS = ["a;b", "x\n}", "x\n", "A", "a b", "a$b", "-a", "a}", 'a"b', "ä", "a" * 21, ""]
 HOSTILE_HEADERS = [
@@ -254,34 +254,6 @@ HOSTILE_MODELS = [
     "{iris}",
     "-iris",
 ]
-
-
-@pytest.mark.parametrize("name", HOSTILE_VARIANTS)
-def test_api_rejects_hostile_variant_names(name: str) -> None:
-    with pytest.raises(ValidationError):
-        Variant.model_validate({"name": name, "version": "1", "weight": 1})
-
-
-@pytest.mark.parametrize("header", HOSTILE_HEADERS)
-def test_api_rejects_hostile_header_names(header: str) -> None:
-    with pytest.raises(ValidationError):
-        StickySession.model_validate({"header": header})
-    with pytest.raises(ValidationError):
-        RouterSpec.model_validate({"forceHeader": header})
-
-
-@pytest.mark.parametrize("model", HOSTILE_MODELS)
-def test_api_rejects_hostile_model_names(model: str) -> None:
-    with pytest.raises(ValidationError):
-        ModelDeploymentSpec.model_validate(
-            {"modelName": model, "variants": [{"name": "a", "version": "1", "weight": 1}]}
-        )
-
-
-@pytest.mark.parametrize("version", ["1;", "0", "1\n", "v1", "1 2", "1" * 10])
-def test_api_rejects_hostile_versions(version: str) -> None:
-    with pytest.raises(ValidationError):
-        Variant.model_validate({"name": "a", "version": version, "weight": 1})
 
 
 def _bypassed(
@@ -427,17 +399,6 @@ def test_http_route() -> None:
     ]
 
 
-def test_http_route_rejects_hostile_hostnames() -> None:
-    with pytest.raises(ValidationError):
-        ModelDeploymentSpec.model_validate(
-            {
-                "modelName": "m",
-                "variants": [{"name": "a", "version": "1", "weight": 1}],
-                "router": {"type": "gateway", "gateway": {"hostnames": ["evil.com\nx"]}},
-            }
-        )
-
-
 # -- istio ------------------------------------------------------------------------------------------
 
 
@@ -495,10 +456,8 @@ def test_virtual_service_hosts_and_gateways() -> None:
     ],
 )
 def test_virtual_service_rejects_hostile_hosts(istio_cfg: dict[str, Any]) -> None:
-    # Two layers: the API model (and so the CRD) refuses them, and the builder refuses them again
+    # The API refuses them (corpus: modeldeployment-istio-*.yaml); the builder refuses them again
     # when handed an unvalidated spec (defence in depth).
-    with pytest.raises(pydantic.ValidationError):
-        spec_of({"a": 1}, type="istio", istio=istio_cfg)
     valid = spec_of({"a": 1}, type="istio")
     unvalidated = valid.model_copy(
         update={"router": valid.router.model_copy(update={"istio": IstioRouter.model_construct(**istio_cfg)})}
