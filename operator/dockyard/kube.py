@@ -90,7 +90,6 @@ class Credentials:
         self._loader: Any = None  # KubeConfigLoader when from a kubeconfig
         self._exec_expiry: dt.datetime | None = None
         self.generation = 0
-        self.exec_runs = 0
 
     async def load(self) -> kclient.Configuration:
         """The configuration, loaded on first use; refreshed when an exec token expired."""
@@ -173,7 +172,6 @@ class Credentials:
         if loader is None or loader._user is None or "exec" not in loader._user:
             self._exec_expiry = None
             return
-        self.exec_runs += 1
         expiry = getattr(loader, "exec_plugin_expiry", None)
         if isinstance(expiry, dt.datetime) and expiry.tzinfo is None:
             expiry = expiry.replace(tzinfo=dt.UTC)
