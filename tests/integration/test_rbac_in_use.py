@@ -30,6 +30,7 @@ from tests.plugins.kube import OPERATOR_NAMESPACE, OPERATOR_RELEASE, KubeCluster
 pytestmark = [pytest.mark.integration, pytest.mark.rbac_audit]
 
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+ADMISSION_REFUSED = -403  # a 403 after RBAC allowed the request (ResourceQuota, admission webhooks)
 
 # Checked by admission, not called: OwnerReferencesPermissionEnforcement lets a client set
 # blockOwnerDeletion on a child only if it may update the owner's finalizers.
@@ -61,6 +62,8 @@ def operator_requests(audit_log: Path, user: str, since: float = 0.0) -> dict[Gr
                 continue  # discovery and /version: non-resource URLs, allowed to every user
             resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
             code = int((event.get("responseStatus") or {}).get("code") or 0)
+            if code == 403 and (event.get("annotations") or {}).get("authorization.k8s.io/decision") == "allow":
+                code = ADMISSION_REFUSED  # RBAC allowed it; a quota or admission plugin said no
             out[(ref.get("apiGroup") or "", resource, event["verb"])][code] += 1
             if event["verb"] == "patch" and code == 201:
                 # A server-side apply that created the object: authorized as `create` too.
