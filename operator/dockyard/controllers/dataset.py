@@ -40,7 +40,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     gen = generation(body)
     refresh = int(old_status.get("refreshCount") or 0)
     recorded = old_status.get("observedGeneration") == gen and old_status.get("phase") in TERMINAL
-    revision = _source_revision(ctx, ns, spec)
+    revision = await _source_revision(ctx, ns, spec)
     if recorded and old_status.get("jobName") == profile_job_name(name, gen, refresh):
         edited = revision is not None and old_status.get("sourceRevision") not in (None, revision)
         due_in = 0.0 if edited else _refresh_due_in(spec, old_status)  # an edited ConfigMap: at once
@@ -121,12 +121,15 @@ def _refresh_due_in(spec: DatasetSpec, status: dict[str, Any]) -> float | None:
     return max(interval - elapsed, 0.0)
 
 
-def _source_revision(ctx: Context, ns: str, spec: DatasetSpec) -> str | None:
-    """The resourceVersion of the ConfigMap the Dataset reads (watched, so from the cache), if any."""
+async def _source_revision(ctx: Context, ns: str, spec: DatasetSpec) -> str | None:
+    """The resourceVersion of the ConfigMap the Dataset reads, if any: from the cache (it is
+    watched), else read (a ConfigMap created just before the Dataset may not be cached yet)."""
     volume = spec.source.volume
     if volume is None or volume.config_map is None:
         return None
     config_map = ctx.cache.get(("ConfigMap", ns, volume.config_map.name))
+    if config_map is None:
+        config_map = await ctx.kube.get("v1", "ConfigMap", ns, volume.config_map.name)
     return str(config_map["metadata"]["resourceVersion"]) if config_map else None
 
 
