@@ -395,9 +395,10 @@ def version_marker(obj: dict[str, Any]) -> str:
     return f"g{generation}" if generation is not None else f"rv{meta.get('resourceVersion')}"
 
 
-async def ensure_child(ctx: Context, desired: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
-    """Server-side apply a child when it is missing, its spec hash changed or it drifted; else no write."""
-    applied = ctx.state.applied_children
+async def ensure_child(ctx: Context, desired: dict[str, Any], existing: dict[str, Any] | None,
+                       applied: dict[str, str]) -> dict[str, Any]:
+    """Server-side apply a child when it is missing, its spec hash changed or it drifted; else no
+    write. ``applied`` (the owner's, so it goes with the owner) maps child uid -> version marker."""
     if not needs_apply(existing, desired, applied):
         assert existing is not None
         applied.setdefault(str(existing["metadata"].get("uid")), version_marker(existing))
@@ -533,7 +534,6 @@ class Runtime:
         key = (kind, meta.get("namespace", ""), meta.get("name", ""))
         if event_type == "DELETED":
             self.ctx.cache.drop(key)
-            self.ctx.state.applied_children.pop(str(meta.get("uid")), None)
         else:
             self.ctx.cache.observe(key, slim(body, keep_spec=False), listed=event_type is None)
         self.enqueue_owner(body)

@@ -71,7 +71,7 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     # 2. Children: apply what changed, prune what the spec no longer has.
     desired = desired_serving_children(body, spec, resolution.versions, ctx.cfg, model_uris=resolution.sources)
     try:
-        applied = await _apply_children(ctx, desired)
+        applied = await _apply_children(ctx, state, desired)
     except ApiError as exc:
         needed = router_kind_for(spec)
         if exc.status == 404 and needed is not None:
@@ -161,15 +161,18 @@ async def _resolve(ctx: Context, spec: ModelDeploymentSpec, gen: int) -> Resolut
     return Resolution(generation=gen, at=time.monotonic(), versions=versions, sources=sources)
 
 
-async def _apply_children(ctx: Context, desired: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+async def _apply_children(ctx: Context, state: DeploymentState,
+                          desired: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     applied: dict[tuple[str, str], dict[str, Any]] = {}
     for obj in desired:
         meta = obj["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        existing = ctx.cache.get((obj["kind"], ns, name)) if obj["kind"] == "Deployment" else None
+        # Deployments and ConfigMaps are watched: read from the cache; the others from the API.
+        watched = obj["kind"] in ("Deployment", "ConfigMap") and obj["apiVersion"] in ("apps/v1", "v1")
+        existing = ctx.cache.get((obj["kind"], ns, name)) if watched else None
         if existing is None:
             existing = await ctx.kube.get(obj["apiVersion"], obj["kind"], ns, name)
-        applied[(obj["kind"], name)] = await ensure_child(ctx, obj, existing)
+        applied[(obj["kind"], name)] = await ensure_child(ctx, obj, existing, state.applied_children)
     return applied
 
 

@@ -30,6 +30,9 @@ class DeploymentState:
     resolve_now: bool = False  # an alias it may serve was just moved by this operator
     pruned_generation: int | None = None  # children no longer in the spec were pruned for it
     exported_versions: dict[str, str] = field(default_factory=dict)  # variant -> version in metrics
+    # Child uid -> version marker (generation, else resourceVersion) our last apply returned:
+    # a child whose marker moved was changed by someone else and is applied again.
+    applied_children: dict[str, str] = field(default_factory=dict)
 
 
 class ByUid[T]:
@@ -60,6 +63,3 @@ class ControllerState:
     deployments: ByUid[DeploymentState] = field(default_factory=lambda: ByUid(DeploymentState))
     # Registered models this process has ensured exist (names are MLflow's, not objects').
     registered_models: set[str] = field(default_factory=set)
-    # Child uid -> version marker (generation, else resourceVersion) our last apply returned:
-    # a child whose marker moved was changed by someone else and is applied again.
-    applied_children: dict[str, str] = field(default_factory=dict)
