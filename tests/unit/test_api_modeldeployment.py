@@ -117,7 +117,7 @@ def test_error_messages_name_the_problem() -> None:
         pydantic.ValidationError, match=r"variant names must be unique \(repeated: champion\)"
     ):
         ModelDeploymentSpec.model_validate(with_("variants.1.name", "champion"))
-    with pytest.raises(pydantic.ValidationError, match="at least one variant needs a weight above 0"):
+    with pytest.raises(pydantic.ValidationError, match="at least one variant that is not a shadow needs a weight above 0"):
         ModelDeploymentSpec.model_validate(with_("variants", variants(0, 0)))
     with pytest.raises(
         pydantic.ValidationError, match="variant 'champion': set exactly one of version or alias"

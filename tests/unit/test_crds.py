@@ -280,7 +280,7 @@ def test_short_names_do_not_collide_with_builtin_kinds() -> None:
     [
         ("Dataset", ["Phase", "Version", "Rows", "Ready", "Age"]),
         ("TrainingRun", ["Phase", "Model", "Version", "Dataset", "Ready", "Age"]),
-        ("ModelDeployment", ["Phase", "Model", "Weights", "Router", "Ready", "Age"]),
+        ("ModelDeployment", ["Phase", "Model", "Weights", "Rollout", "Step", "Router", "Ready", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, expected: list[str]) -> None:
@@ -399,8 +399,9 @@ def test_no_cel_rule_iterates_an_unbounded_collection(kind: str) -> None:
     list or map without maxItems is the usual way to get there."""
     for path, node in walk(root_schema(kind)):
         for rule in node.get("x-kubernetes-validations", []):
-            if re.search(r"\.(all|exists|exists_one|map|filter)\(", rule["rule"]):
-                assert node.get("maxItems", 10**9) <= 100, f"{path}: {rule['rule']}"
+            for field in re.findall(r"self((?:\.\w+)?)\.(?:all|exists|exists_one|map|filter)\(", rule["rule"]):
+                iterated = node["properties"][field[1:]] if field else node
+                assert iterated.get("maxItems", 10**9) <= 100, f"{path}: {rule['rule']}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .common import (
     cel,
     schema_extra,
 )
+from .rollout import RolloutSpec, RolloutStatus
 from .trainingrun import MLFLOW_ALIAS, check_alias
 
 KIND = "ModelDeployment"
@@ -86,6 +87,13 @@ class Variant(Scheduling):
         description="Relative share of traffic (default 1, so unweighted variants split evenly); 0 = no traffic.",
     )
     replicas: int = Field(default=1, ge=0, le=100, description="Serving replicas for this variant.")
+    shadow: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Make this a shadow variant: it receives this percentage of live requests as mirrored "
+        "copies, its responses are discarded, and it takes no live traffic (its weight is ignored).",
+    )
     resources: ResourceRequirements | None = Field(
         default=None, description="Resources of the serving container."
     )
@@ -161,6 +169,16 @@ class RouterSpec(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel("!has(self.rollout) || self.variants.exists(v, v.name == self.rollout.candidate && !has(v.shadow))",
+                "rollout.candidate must name a variant that is not a shadow", ".rollout.candidate"),
+            cel("!has(self.rollout) || self.variants.exists(v, has(v.alias) && v.alias == self.rollout.alias"
+                " && v.name != self.rollout.candidate && !has(v.shadow))",
+                "another variant than the candidate must follow the stable alias (rollout.alias)", ".rollout.alias"),
+        )
+    )
+
     model_name: str = Field(
         pattern=MODEL_NAME, max_length=200, description="Registered model name in the MLflow Model Registry."
     )
@@ -171,7 +189,8 @@ class ModelDeploymentSpec(ApiModel):
         json_schema_extra={
             **schema_extra(
                 cel("self.all(v, self.exists_one(w, w.name == v.name))", "variant names must be unique"),
-                cel("self.exists(v, v.weight > 0)", "at least one variant needs a weight above 0"),
+                cel("self.exists(v, v.weight > 0 && !has(v.shadow))",
+                    "at least one variant that is not a shadow needs a weight above 0"),
             ),
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["name"],
@@ -192,6 +211,9 @@ class ModelDeploymentSpec(ApiModel):
     image: str | None = Field(
         default=None, max_length=512, description="Override the serving runtime image."
     )
+    rollout: RolloutSpec | None = Field(
+        default=None, description="Progressive delivery of one variant: canary steps, analysis, promotion, rollback."
+    )
 
     @field_validator("variants")
     @classmethod
@@ -200,13 +222,47 @@ class ModelDeploymentSpec(ApiModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"variant names must be unique (repeated: {', '.join(dupes)})")
-        if not any(v.weight > 0 for v in variants):
-            raise ValueError("at least one variant needs a weight above 0")
+        if not any(v.weight > 0 and v.shadow is None for v in variants):
+            raise ValueError("at least one variant that is not a shadow needs a weight above 0")
         return variants
 
+    @model_validator(mode="after")
+    def _rollout_variants(self) -> ModelDeploymentSpec:
+        problem = self.rollout_problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def rollout_problem(self) -> str | None:
+        """Why spec.rollout does not fit the variants (mirror of the CEL rules), or None."""
+        if self.rollout is None:
+            return None
+        by_name = {v.name: v for v in self.variants}
+        candidate = by_name.get(self.rollout.candidate)
+        if candidate is None:
+            return f"rollout.candidate {self.rollout.candidate!r} is not a variant"
+        if candidate.shadow is not None:
+            return f"rollout.candidate {candidate.name!r} is a shadow variant"
+        if candidate.alias == self.rollout.alias:
+            return f"rollout.candidate {candidate.name!r} follows the stable alias {self.rollout.alias!r} itself"
+        if not any(v.alias == self.rollout.alias and v.shadow is None for v in self.variants):
+            return f"no variant follows the stable alias {self.rollout.alias!r} (rollout.alias)"
+        return None
+
+    def stable_variant(self) -> Variant | None:
+        """The variant that follows the rollout's stable alias."""
+        if self.rollout is None:
+            return None
+        return next((v for v in self.variants if v.alias == self.rollout.alias and v.shadow is None), None)
+
+    def live_weights(self) -> dict[str, int]:
+        """Declared weights, with shadow variants at 0 (they only get mirrored copies)."""
+        return {v.name: 0 if v.shadow is not None else v.weight for v in self.variants}
+
     def weight_percentages(self) -> dict[str, float]:
-        total = sum(v.weight for v in self.variants)
-        return {v.name: 100.0 * v.weight / total for v in self.variants}
+        weights = self.live_weights()
+        total = sum(weights.values())
+        return {name: 100.0 * w / total for name, w in weights.items()}
 
 
 class VariantStatus(ApiModel):
@@ -226,7 +282,8 @@ class ModelDeploymentStatus(BaseStatus):
 
     endpoint: str | None = Field(default=None, description="In-cluster URL of the router.")
     variants: list[VariantStatus] | None = Field(default=None, description="Per-variant state.")
-    weights: str | None = Field(default=None, description="Summary such as a=80,b=20 (printer column).")
+    weights: str | None = Field(default=None, description="Effective weights such as a=80,b=20 (printer column).")
+    rollout: RolloutStatus | None = Field(default=None, description="Progressive delivery state.")
 
 
 VALID_PHASES = ("Pending", "Resolving", "Progressing", "Ready", "Degraded", "Invalid", "Failed")
@@ -235,7 +292,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.modelName"},
     {"name": "Weights", "type": "string", "jsonPath": ".status.weights"},
-    {"name": "Router", "type": "string", "jsonPath": ".spec.router.type"},
+    {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
+    {"name": "Step", "type": "string", "jsonPath": ".status.rollout.summary"},
+    {"name": "Router", "type": "string", "jsonPath": ".spec.router.type", "priority": 1},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
