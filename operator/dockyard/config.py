@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .api.common import parse_duration
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -32,6 +34,10 @@ class OperatorConfig:
         default_factory=lambda: frozenset({"builtin", "gateway", "istio", "seldon"})
     )
     cluster_domain: str = "cluster.local"
+    # Prometheus that rollout analysis queries ("" = none; a rollout may name its own).
+    prometheus_url: str = ""
+    # How often Prometheus scrapes the serving Pods: analysis rate windows are at least 4 scrapes.
+    prometheus_scrape_interval_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -53,4 +59,6 @@ class OperatorConfig:
             lease_seconds=float(_env("DOCKYARD_LEASE_SECONDS", str(cls.lease_seconds))),
             enabled_routers=frozenset(r.strip() for r in routers.split(",") if r.strip()),
             cluster_domain=_env("DOCKYARD_CLUSTER_DOMAIN", cls.cluster_domain),
+            prometheus_url=_env("DOCKYARD_PROMETHEUS_URL", "").strip(),
+            prometheus_scrape_interval_seconds=parse_duration(_env("DOCKYARD_PROMETHEUS_SCRAPE_INTERVAL", "30s")),
         )
