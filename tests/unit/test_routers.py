@@ -493,3 +493,119 @@ def test_seldon_rejects_hostile_model_uris(uri: str) -> None:
         seldon.build_router_objects(OWNER, spec, {"a": "1"}, CFG, model_uris={"a": uri})
     with pytest.raises(ValueError, match="model URI"):
         seldon.build_router_objects(OWNER, spec, {"a": "1"}, CFG, model_uris={})
+
+
+# -- shadow variants ---------------------------------------------------------------------------------
+
+
+def shadow_spec(router: dict[str, Any], *, shadow: int = 10) -> ModelDeploymentSpec:
+    """Live a/b at 3:1 and a shadow ``dark`` whose declared weight (50) must be ignored."""
+    return ModelDeploymentSpec.model_validate({
+        "modelName": "iris-classifier",
+        "variants": [
+            {"name": "a", "version": "1", "weight": 3},
+            {"name": "b", "version": "2", "weight": 1},
+            {"name": "dark", "version": "3", "weight": 50, "shadow": shadow},
+        ],
+        "router": router,
+    })
+
+
+VERSIONS3 = {"a": "1", "b": "2", "dark": "3"}
+
+
+def test_nginx_mirrors_a_share_to_the_shadow_which_never_answers() -> None:
+    spec = shadow_spec({})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert split_shares(conf) == {"a": 7500, "b": 2500}  # the shadow's weight 50 is ignored
+    # An independent per-request draw (salted by the shadow's name) selects the mirrored share.
+    assert re.search(r'split_clients "iris-classifier:shadow:dark:\$request_id" \$dockyard_mirror_dark '
+                     r'\{\s*10% 1;\s*\* "";\s*\}', conf)
+    location_root = re.search(r"location / \{(.*?)\}", conf, re.S)
+    assert location_root and "mirror /_dockyard/mirror/dark;" in location_root.group(1)
+    mirror = re.search(r"location = /_dockyard/mirror/dark \{(.*?)\n        \}", conf, re.S)
+    assert mirror
+    body = mirror.group(1)
+    assert "internal;" in body
+    assert re.search(r'if \(\$dockyard_mirror_dark = ""\) \{\s*return 204;', body)  # unsampled: no connection
+    assert "proxy_pass http://dockyard-variant-dark$request_uri;" in body
+    assert "proxy_next_upstream off;" in body
+    # Neither the force header nor the response headers can name the shadow.
+    for block in ("dockyard_forced", "dockyard_upstream", "dockyard_model_version"):
+        found = re.search(r"map \S+ \$" + block + r" \{(.*?)\}", conf, re.S)
+        assert found and "dark" not in found.group(1), block
+
+
+def test_nginx_full_shadow_is_always_mirrored() -> None:
+    spec = shadow_spec({}, shadow=100)
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert re.search(r"\$dockyard_mirror_dark \{\s*\* 1;\s*\}", conf)
+
+
+def test_routers_take_the_live_split_from_the_spec_they_are_given() -> None:
+    """A rollout hands the routers a copy of the spec with its effective weights: every router
+    must follow that copy (``live_weights()``), shadows staying at 0."""
+    base = shadow_spec({})
+    effective = base.model_copy(update={"variants": [
+        v.model_copy(update={"weight": w}) for v, w in zip(base.variants, (1, 1, 7), strict=True)
+    ]})
+    conf = builtin.render_nginx_config(effective, *local(effective))
+    assert split_shares(conf) == {"a": 5000, "b": 5000}
+    gw = effective.model_copy(update={"router": RouterSpec(type="gateway")})
+    (route,) = gateway.build_router_objects(OWNER, gw, VERSIONS3, CFG)
+    assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("iris-a", 1), ("iris-b", 1)]
+    vs_spec = effective.model_copy(update={"router": RouterSpec(type="istio")})
+    (_, vs) = istio.build_router_objects(OWNER, vs_spec, VERSIONS3, CFG)
+    assert [d["weight"] for d in vs["spec"]["http"][-1]["route"]] == [50, 50]
+    sd_spec = shadow_spec({"type": "seldon"}, shadow=100)
+    sd_spec = sd_spec.model_copy(update={"variants": [
+        v.model_copy(update={"weight": w}) for v, w in zip(sd_spec.variants, (1, 1, 7), strict=True)
+    ]})
+    uris = {n: f"s3://b/{n}" for n in VERSIONS3}
+    (sdep,) = seldon.build_router_objects(OWNER, sd_spec, VERSIONS3, CFG, model_uris=uris)
+    assert [p["traffic"] for p in sdep["spec"]["predictors"]] == [50, 50, 0]
+
+
+def test_http_route_mirrors_the_shadow() -> None:
+    spec = shadow_spec({"type": "gateway", "gateway": {"parentRefs": [{"name": "gw"}]}})
+    (route,) = gateway.build_router_objects(OWNER, spec, VERSIONS3, CFG)
+    (rule,) = route["spec"]["rules"]
+    assert [b["name"] for b in rule["backendRefs"]] == ["iris-a", "iris-b"]  # the shadow takes no live traffic
+    assert rule["filters"] == [{
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": {"group": "", "kind": "Service", "name": "iris-dark", "port": 8080},
+            "percent": 10,
+        },
+    }]
+
+
+def test_virtual_service_mirrors_the_shadow_on_every_route() -> None:
+    spec = shadow_spec({"type": "istio"})
+    (_, vs) = istio.build_router_objects(OWNER, spec, VERSIONS3, CFG)
+    routes = vs["spec"]["http"]
+    assert [r["name"] for r in routes] == ["force-a", "force-b", "weighted"]  # no force route to a shadow
+    hosts = [d["destination"]["host"] for d in routes[-1]["route"]]
+    assert hosts == ["iris-a.ml.svc.cluster.local", "iris-b.ml.svc.cluster.local"]
+    for route in routes:
+        assert route["mirrors"] == [{
+            "destination": {"host": "iris-dark.ml.svc.cluster.local", "port": {"number": 8080}},
+            "percentage": {"value": 10.0},
+        }]
+    assert routes[0]["mirrors"] is not routes[1]["mirrors"]
+
+
+def test_seldon_shadow_predictor() -> None:
+    spec = shadow_spec({"type": "seldon"}, shadow=100)
+    uris = {n: f"s3://b/{n}" for n in VERSIONS3}
+    (sdep,) = seldon.build_router_objects(OWNER, spec, VERSIONS3, CFG, model_uris=uris)
+    preds = {p["name"]: p for p in sdep["spec"]["predictors"]}
+    assert preds["dark"]["shadow"] is True and preds["dark"]["traffic"] == 0
+    assert "shadow" not in preds["a"] and preds["a"]["traffic"] + preds["b"]["traffic"] == 100
+    # The API refuses a partial shadow with seldon (corpus: modeldeployment-seldon-shadow-*.yaml);
+    # the builder refuses it again when handed an unvalidated spec.
+    partial = spec.model_copy(update={"variants": [*spec.variants[:2], spec.variants[2].model_copy(
+        update={"shadow": 10})]})
+    with pytest.raises(ValueError, match="Seldon mirrors every request"):
+        seldon.build_router_objects(OWNER, partial, VERSIONS3, CFG, model_uris=uris)

@@ -51,6 +51,11 @@ def check_name(name: str) -> str | None:
     return None
 
 
+SELDON_SHADOW_MESSAGE = (
+    "router.type seldon mirrors every request to one shadow predictor: at most one shadow variant, "
+    "with shadow: 100"
+)
+
 ISTIO_GATEWAY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -176,6 +181,11 @@ class ModelDeploymentSpec(ApiModel):
             cel("!has(self.rollout) || self.variants.exists(v, has(v.alias) && v.alias == self.rollout.alias"
                 " && v.name != self.rollout.candidate && !has(v.shadow))",
                 "another variant than the candidate must follow the stable alias (rollout.alias)", ".rollout.alias"),
+            # Seldon Core mirrors every request to at most one shadow predictor (no percentage).
+            cel("!has(self.router) || !has(self.router.type) || self.router.type != 'seldon' || "
+                "self.variants.filter(v, has(v.shadow)).all(v, v.shadow == 100) && "
+                "self.variants.filter(v, has(v.shadow)).size() <= 1",
+                SELDON_SHADOW_MESSAGE, ".variants"),
         )
     )
 
@@ -225,6 +235,13 @@ class ModelDeploymentSpec(ApiModel):
         if not any(v.weight > 0 and v.shadow is None for v in variants):
             raise ValueError("at least one variant that is not a shadow needs a weight above 0")
         return variants
+
+    @model_validator(mode="after")
+    def _seldon_shadow(self) -> ModelDeploymentSpec:
+        shadows = [v.shadow for v in self.variants if v.shadow is not None]
+        if self.router.type == "seldon" and (len(shadows) > 1 or any(p != 100 for p in shadows)):
+            raise ValueError(f"variants: {SELDON_SHADOW_MESSAGE}")
+        return self
 
     @model_validator(mode="after")
     def _rollout_variants(self) -> ModelDeploymentSpec:

@@ -167,7 +167,7 @@ class RolloutSpec(ApiModel):
 
 
 # Where a rollout is (status.rollout.phase).
-RolloutPhase = Literal["Waiting", "Progressing", "AwaitingApproval", "Baking", "Promoted", "RolledBack", "Blocked"]
+RolloutPhase = Literal["Idle", "Waiting", "Progressing", "AwaitingApproval", "Baking", "Promoted", "RolledBack", "Blocked"]
 
 
 class MetricResult(ApiModel):
@@ -184,7 +184,7 @@ class MetricResult(ApiModel):
 class RolloutStatus(ApiModel):
     """Observed state of the rollout (status.rollout)."""
 
-    phase: RolloutPhase = Field(description="Waiting, Progressing, AwaitingApproval, Baking, Promoted, RolledBack or Blocked.")
+    phase: RolloutPhase = Field(description="Idle, Waiting, Progressing, AwaitingApproval, Baking, Promoted, RolledBack or Blocked.")
     candidate_version: str | None = Field(default=None, description="The version being rolled out.")
     stable_version: str | None = Field(default=None, description="The stable alias's version when the rollout started.")
     step: int = Field(default=0, description="Current step, 1-based; 0 before the first.")

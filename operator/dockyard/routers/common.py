@@ -216,7 +216,27 @@ def normalise_weights(weights: Sequence[tuple[str, int]], total: int) -> dict[st
 
 
 def variant_weights(spec: ModelDeploymentSpec) -> list[tuple[str, int]]:
-    return [(v.name, v.weight) for v in spec.variants]
+    """Live weights in declaration order, shadows at 0. Read from ``spec.live_weights()`` only:
+    a canary rollout hands the routers a spec copy carrying its effective weights."""
+    live = spec.live_weights()
+    return [(v.name, live[v.name]) for v in spec.variants]
+
+
+def live_variants(spec: ModelDeploymentSpec) -> list[Variant]:
+    """Variants that may answer clients (every variant but the shadows), names checked."""
+    return [v for v in check_variants(spec) if v.shadow is None]
+
+
+def shadow_variants(spec: ModelDeploymentSpec) -> list[tuple[str, int]]:
+    """``(name, percent of live requests mirrored)`` of every shadow variant, names checked."""
+    out = []
+    for v in check_variants(spec):
+        if v.shadow is None:
+            continue
+        if not isinstance(v.shadow, int) or isinstance(v.shadow, bool) or not 1 <= v.shadow <= 100:
+            raise ValueError(f"refusing shadow percentage {v.shadow!r} of variant {v.name!r}: expected 1..100")
+        out.append((v.name, v.shadow))
+    return out
 
 
 def percent_units(spec: ModelDeploymentSpec) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """``router.type: gateway``: a Gateway API HTTPRoute splitting traffic by weight.
 
-One rule, one weighted ``backendRef`` per variant Service (port ``http``). Gateway API weights
-are relative, so the spec weights are used as they are; a weight-0 variant stays listed with
-weight 0 (no traffic, Service kept). The user-facing address is the Gateway's (``parentRefs``
+One rule, one weighted ``backendRef`` per live variant Service (port ``http``). Gateway API
+weights are relative, so the live weights (``spec.live_weights()``) are used as they are; a
+weight-0 variant stays listed with weight 0 (no traffic, Service kept). A shadow variant is no
+backendRef: it gets a ``RequestMirror`` filter on the rule with ``percent`` = its shadow
+percentage (Extended support in Gateway API: the Gateway implementation must support
+mirroring, and fractional percentages are not used). The user-facing address is the Gateway's (``parentRefs``
 and ``hostnames`` come from ``spec.router.gateway``). The force header and the variant
 response header are builtin-router features: per-backend filters are only "extended" support
 in Gateway API, so they are not emitted here.
@@ -17,11 +20,12 @@ from ..api.modeldeployment import ModelDeploymentSpec
 from ..config import OperatorConfig
 from .common import (
     ROUTER_COMPONENT,
-    check_variants,
     http_port,
+    live_variants,
     owned_custom_object,
     owner_name_ns,
     require_hostname,
+    shadow_variants,
     variant_service_name,
 )
 
@@ -48,23 +52,35 @@ def build_http_route(
         if ref.section_name:
             out["sectionName"] = require_hostname(ref.section_name)
         parent_refs.append(out)
+    weights = spec.live_weights()
     backend_refs = [
         {
             "group": "",
             "kind": "Service",
             "name": variant_service_name(md_name, v.name),
             "port": port,
-            "weight": v.weight,
+            "weight": weights[v.name],
         }
-        for v in check_variants(spec)
+        for v in live_variants(spec)
     ]
-    route_spec: dict[str, Any] = {
-        "parentRefs": parent_refs,
-        "rules": [{
-            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-            "backendRefs": backend_refs,
-        }],
+    rule: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": backend_refs,
     }
+    mirrors = [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"group": "", "kind": "Service", "name": variant_service_name(md_name, name),
+                               "port": port},
+                "percent": percent,
+            },
+        }
+        for name, percent in shadow_variants(spec)
+    ]
+    if mirrors:
+        rule["filters"] = mirrors
+    route_spec: dict[str, Any] = {"parentRefs": parent_refs, "rules": [rule]}
     if gw and gw.hostnames:
         route_spec["hostnames"] = [_hostname(h) for h in gw.hostnames]
     return owned_custom_object(owner, spec, api_version=API_VERSION, kind=KIND, component=ROUTER_COMPONENT,

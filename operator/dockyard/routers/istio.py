@@ -7,8 +7,11 @@ client's sidecar to intercept the call, and the sidecar then applies this Virtua
 (default host: that Service). Without a sidecar the Service alone balances by pod count, not
 by weight - the weights need the mesh.
 
-Routes, in order: one route per variant when the force header (lowercased; Istio matches
-lowercase header names) equals the variant name, then the weighted route. Istio weights are
+Routes, in order: one route per live variant when the force header (lowercased; Istio matches
+lowercase header names) equals the variant name, then the weighted route. Shadow variants get
+no route of their own: every route carries ``mirrors`` (the v1 list form, one entry per shadow,
+so several shadows work) with ``percentage.value`` = the shadow percentage; Envoy discards
+the mirrored responses. Istio weights are
 integers: the spec weights are normalised to whole percent summing to exactly 100 (largest
 remainder, every positive weight at least 1); weight-0 variants are left out of the
 weighted route but keep their force route. Each destination sets ``X-Dockyard-Variant`` and
@@ -17,6 +20,7 @@ weighted route but keep their force route. Each destination sets ``X-Dockyard-Va
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,15 +33,16 @@ from .common import (
     VARIANT_RESPONSE_HEADER,
     VERSION_RESPONSE_HEADER,
     check_resolved,
-    check_variants,
     http_port,
     integer_percentages,
+    live_variants,
     owned_custom_object,
     owner_name_ns,
     require_header_name,
     require_hostname,
     router_service_name,
     serving_selector,
+    shadow_variants,
     variant_fqdn,
 )
 
@@ -67,7 +72,6 @@ def build_virtual_service(
     """VirtualService ``<md>``: force-header routes, then the weighted route."""
     md_name, ns = owner_name_ns(owner)
     versions = check_resolved(spec, resolved)
-    variants = check_variants(spec)
     port = http_port(spec.runtime)
     shares = integer_percentages(spec)
     istio = spec.router.istio
@@ -83,18 +87,27 @@ def build_virtual_service(
             }}},
         }
 
+    mirrors = [
+        {"destination": {"host": variant_fqdn(ns, md_name, name, cfg), "port": {"number": port}},
+         "percentage": {"value": float(percent)}}
+        for name, percent in shadow_variants(spec)
+    ]
+    live = live_variants(spec)
     http: list[dict[str, Any]] = [
         {
             "name": f"force-{v.name}",
             "match": [{"headers": {force: {"exact": v.name}}}],
             "route": [destination(v.name)],
         }
-        for v in variants
+        for v in live
     ]
     http.append({
         "name": "weighted",
-        "route": [{**destination(v.name), "weight": shares[v.name]} for v in variants if shares[v.name] > 0],
+        "route": [{**destination(v.name), "weight": shares[v.name]} for v in live if shares[v.name] > 0],
     })
+    if mirrors:
+        for route in http:
+            route["mirrors"] = copy.deepcopy(mirrors)  # no shared objects (YAML anchors in dumps)
     vs_spec: dict[str, Any] = {"hosts": hosts, "http": http}
     if istio and istio.gateways:
         vs_spec["gateways"] = [_istio_gateway(g) for g in istio.gateways]

@@ -14,6 +14,13 @@ registry when it resolves the version. Credentials for the artifact store go in 
 cluster admin names in the SeldonDeployment's storage initializer settings (not managed
 here).
 
+Shadows: Seldon Core 1.x has one mirror knob, a predictor with ``shadow: true``, which receives
+a copy of every request (no percentage) and whose responses Seldon discards; its webhook
+refuses more than one shadow. So a shadow variant becomes a ``shadow: true`` predictor with
+``traffic: 0`` (no live share), and the API refuses ``shadow`` below 100 or a second shadow
+with ``router.type: seldon`` (mirroring everything when 10 % was asked would put ten times
+the expected load on the shadow). The builder checks that again.
+
 ``spec.runtime`` picks the Seldon protocol: ``mlserver`` -> ``v2`` (Seldon serves MLflow
 models with MLServer, the same V2 API as Dockyard's own runtime), ``seldon`` -> ``seldon``.
 """
@@ -41,6 +48,7 @@ from .common import (
     owner_name_ns,
     require_model_uri,
     router_service_name,
+    shadow_variants,
 )
 
 API_VERSION = "machinelearning.seldon.io/v1"
@@ -65,6 +73,10 @@ def build_seldon_deployment(
     if missing:
         raise ValueError(f"no model URI for variant(s): {', '.join(missing)}")
     traffic = integer_percentages(spec)
+    shadows = dict(shadow_variants(spec))
+    if len(shadows) > 1 or any(p != 100 for p in shadows.values()):
+        raise ValueError(f"refusing shadows {shadows}: Seldon mirrors every request to at most one shadow "
+                         "predictor (shadow: 100)")
     predictors: list[dict[str, Any]] = []
     for v in check_variants(spec):
         container: dict[str, Any] = {
@@ -81,7 +93,7 @@ def build_seldon_deployment(
             resources = v.resources.to_container_resources()
             if resources:
                 container["resources"] = resources
-        predictors.append({
+        predictor: dict[str, Any] = {
             "name": v.name,
             "replicas": v.replicas,
             "traffic": traffic[v.name],
@@ -110,7 +122,10 @@ def build_seldon_deployment(
                     "containers": [container],
                 },
             }],
-        })
+        }
+        if v.name in shadows:
+            predictor["shadow"] = True
+        predictors.append(predictor)
     body = {
         "name": router_service_name(md_name),
         "protocol": "v2" if spec.runtime == "mlserver" else "seldon",
