@@ -7,6 +7,8 @@
 --   Ready=False with reason InvalidSpec          -> Degraded
 --   status not yet written, or written for an
 --   older generation, or Ready False/Unknown     -> Progressing
+--   ModelDeployment rollout RolledBack / Blocked -> Degraded (the candidate was refused)
+--   rollout Waiting / Progressing / AwaitingApproval / Baking -> Progressing
 local hs = {}
 local degraded_phases = { Failed = true, Invalid = true, Rejected = true, Degraded = true }
 
@@ -42,6 +44,21 @@ if generation ~= nil and (observed == nil or observed < generation) then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
+end
+
+local rollout = obj.status.rollout
+if rollout ~= nil and rollout.phase ~= nil and phase ~= "Invalid" then
+  local rolling = { Waiting = true, Progressing = true, AwaitingApproval = true, Baking = true }
+  if rollout.phase == "RolledBack" or rollout.phase == "Blocked" then
+    hs.status = "Degraded"
+    hs.message = "Rollout " .. rollout.phase .. ": " .. (rollout.message or "")
+    return hs
+  end
+  if rolling[rollout.phase] then
+    hs.status = "Progressing"
+    hs.message = "Rollout " .. rollout.phase .. " " .. (rollout.summary or "") .. ": " .. (rollout.message or "")
+    return hs
+  end
 end
 
 if phase ~= nil and degraded_phases[phase] then

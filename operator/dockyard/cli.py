@@ -23,6 +23,7 @@ DELEGATED = {
     "train": ("dockyard.runtime.train", "built-in trainer (Job entrypoint)"),
     "fetch-model": ("dockyard.runtime.fetch_model", "download a registered model version (init container)"),
     "serve": ("dockyard.runtime.serve", "run the serving runtime over a fetched model"),
+    "approve": ("dockyard.approve", "approve the version a ModelDeployment rollout waits on"),
 }
 
 

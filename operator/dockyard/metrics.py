@@ -37,6 +37,21 @@ VARIANT_WEIGHT = Gauge(
     ["namespace", "name", "variant", "model_version"],
 )
 
+ROLLOUT_PHASES = ("Idle", "Waiting", "Progressing", "AwaitingApproval", "Baking", "Promoted", "RolledBack", "Blocked")
+ROLLOUT_PHASE = Gauge(
+    "dockyard_rollout_phase", "1 for the rollout phase a ModelDeployment is in, 0 for the others.",
+    ["namespace", "name", "phase"],
+)
+ROLLOUT_STEP = Gauge("dockyard_rollout_step", "Current rollout step (1-based; 0 outside steps).", ["namespace", "name"])
+ROLLOUT_CANDIDATE_WEIGHT = Gauge(
+    "dockyard_rollout_candidate_weight_percent", "Effective traffic share of the rollout candidate.",
+    ["namespace", "name"],
+)
+ROLLOUT_ANALYSIS = Counter(
+    "dockyard_rollout_analysis_total", "Rollout metric checks by outcome (Passed, Failed, Inconclusive, Error).",
+    ["namespace", "name", "metric", "result"],
+)
+
 
 class PhaseTracker:
     """Keeps `dockyard_resources{kind,phase}` exact by remembering each object's phase."""

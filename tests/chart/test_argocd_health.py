@@ -130,3 +130,13 @@ def test_observability_doc_argocd_cm_carries_the_script_for_the_three_kinds() ->
     code = "\n".join(lines[next(i for i, line in enumerate(lines) if not line.startswith("--")) :]).strip()
     for kind in ("Dataset", "TrainingRun", "ModelDeployment"):
         assert configmaps[0]["data"][f"resource.customizations.health.dockyard.dev_{kind}"].strip() == code
+
+
+def test_a_rollout_in_flight_is_progressing_and_a_rollback_is_degraded() -> None:
+    serving = {"phase": "Ready", "observedGeneration": 2, "conditions": ready("True")}
+    rolling = {**serving, "rollout": {"phase": "Progressing", "summary": "2/3 25%", "message": "step 2/3"}}
+    assert health(cr("ModelDeployment", rolling)) == ("Progressing", "Rollout Progressing 2/3 25%: step 2/3")
+    back = {**serving, "rollout": {"phase": "RolledBack", "message": "success-rate = 0.7 below min 0.99"}}
+    assert health(cr("ModelDeployment", back)) == ("Degraded", "Rollout RolledBack: success-rate = 0.7 below min 0.99")
+    done = {**serving, "rollout": {"phase": "Promoted", "message": "promoted"}}
+    assert health(cr("ModelDeployment", done))[0] == "Healthy"

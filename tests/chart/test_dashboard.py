@@ -21,6 +21,10 @@ OPERATOR_METRICS = {
     "dockyard_model_versions_registered_total": "counter",
     "dockyard_mlflow_request_errors_total": "counter",
     "dockyard_variant_weight": "gauge",
+    "dockyard_rollout_phase": "gauge",
+    "dockyard_rollout_step": "gauge",
+    "dockyard_rollout_candidate_weight_percent": "gauge",
+    "dockyard_rollout_analysis_total": "counter",
 }
 SUFFIXES = {
     "counter": ("",),

@@ -15,7 +15,7 @@ import pytest
 import dockyard
 from dockyard import cli
 
-COMMANDS = ["crds", "version", "operator", "profile", "train", "fetch-model", "serve"]
+COMMANDS = ["crds", "version", "operator", "profile", "train", "fetch-model", "serve", "approve"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

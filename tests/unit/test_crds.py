@@ -116,13 +116,16 @@ def _go_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Ite
 
 OpenApiValidator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
 
+from tests.kubeapi.cel import K8S_FUNCTIONS  # noqa: E402
+
 _CEL_ENV = celpy.Environment()
 _CEL_CACHE: dict[str, Any] = {}
 
 
 def cel_program(rule: str) -> Any:
     if rule not in _CEL_CACHE:
-        _CEL_CACHE[rule] = _CEL_ENV.program(_CEL_ENV.compile(rule))
+        # With the Kubernetes CEL library functions (isSorted, lowerAscii, ...) as the API server has them.
+        _CEL_CACHE[rule] = _CEL_ENV.program(_CEL_ENV.compile(rule), functions=K8S_FUNCTIONS)
     return _CEL_CACHE[rule]
 
 

@@ -162,6 +162,11 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: ["dockyard.dev"]
   resources: ["trainingruns"]
   verbs: ["patch"]
+# A ModelDeployment's rollout removes the approve/retry annotation it acted on (patch) and,
+# when an approval names nobody, reads who set it from managedFields (get).
+- apiGroups: ["dockyard.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "patch"]
 # Children carry ownerReferences with blockOwnerDeletion; under the
 # OwnerReferencesPermissionEnforcement admission plugin that needs `update` on the owner's
 # finalizers subresource (the create is refused with 403 otherwise).

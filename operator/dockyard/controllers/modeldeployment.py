@@ -13,20 +13,25 @@ When MLflow is down, variants keep serving what they were resolved to; the outag
 from __future__ import annotations
 
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from .. import metrics
 from ..api.common import parse_duration
 from ..api.modeldeployment import ModelDeploymentSpec, check_name
+from ..api.rollout import RolloutStatus
 from ..builders.serving import desired_serving_children, router_endpoint, router_kind_for, variant_endpoint
 from ..conditions import set_condition, summarize
 from ..kube import ApiError
 from ..labels import KIND_LABEL, OWNER_LABEL, owned_by
 from ..mlflow_client import MlflowUnavailable
+from ..rollout import effective_weights, requeue_after
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
 from .base import Context, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
+from .rollout import forget as forget_rollout
+from .rollout import reconcile_rollout
 from .state import DeploymentState, Resolution
 
 KIND = "ModelDeployment"
@@ -68,8 +73,12 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         await _write(ctx, body, status)
         return Result(requeue_after=requeue or 30.0)
 
-    # 2. Children: apply what changed, prune what the spec no longer has.
-    desired = desired_serving_children(body, spec, resolution.versions, ctx.cfg, model_uris=resolution.sources)
+    # 2. Rollout: where the candidate is, which may run an analysis and move an alias.
+    rollout_status = await reconcile_rollout(ctx, state, body, spec, resolution)
+    served = with_weights(spec, effective_weights(spec, rollout_status))
+
+    # 3. Children: apply what changed, prune what the spec no longer has.
+    desired = desired_serving_children(body, served, resolution.versions, ctx.cfg, model_uris=resolution.sources)
     try:
         applied = await _apply_children(ctx, state, desired)
     except ApiError as exc:
@@ -88,14 +97,43 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         await _prune(ctx, body, {(o["kind"], o["metadata"]["name"]) for o in desired})
         state.pruned_generation = gen
 
-    # 3. Status.
-    status = _observe(ctx, body, spec, resolution, applied, resolve_problem)
+    # 4. Status.
+    status = _observe(ctx, body, served, resolution, applied, resolve_problem)
+    if rollout_status is not None:
+        status["rollout"] = rollout_status.to_api()
+        status["conditions"] = _rollout_condition(status["conditions"], rollout_status, gen)
+    else:
+        status.pop("rollout", None)
     await _announce_version_changes(ctx, body, spec, resolution)
     await _write(ctx, body, status)
-    _export_weights(state, body, spec, resolution)
+    _export_weights(state, body, served, resolution)
     if status["phase"] != "Ready" and requeue is None:
         requeue = 30.0
+    if spec.rollout is not None:
+        wait = requeue_after(rollout_status, datetime.now(UTC), spec.rollout)
+        if state.resolve_now:
+            wait = 0.1  # an alias this reconcile moved: resolve it again right away
+        if wait is not None:
+            requeue = wait if requeue is None else min(requeue, wait)
     return Result(requeue_after=requeue)
+
+
+def with_weights(spec: ModelDeploymentSpec, weights: dict[str, int]) -> ModelDeploymentSpec:
+    """The spec as the routers should see it: the effective weights in place of the declared ones."""
+    if weights == spec.live_weights():
+        return spec
+    variants = [v.model_copy(update={"weight": weights[v.name]}) for v in spec.variants]
+    return spec.model_copy(update={"variants": variants})
+
+
+def _rollout_condition(conditions: list[dict[str, Any]], rollout: RolloutStatus, gen: int) -> list[dict[str, Any]]:
+    """`RolledOut`: True once the candidate is promoted (or nothing is to roll out), False after a
+    rollback or when blocked, Unknown while it is under way."""
+    value: Literal["True", "False", "Unknown"] = (
+        "True" if rollout.phase in ("Idle", "Promoted") else
+        "False" if rollout.phase in ("RolledBack", "Blocked") else "Unknown")
+    return set_condition(conditions, "RolledOut", value, rollout.reason or rollout.phase,
+                         rollout.message or "", gen)
 
 
 async def _resolution(ctx: Context, state: DeploymentState, body: dict[str, Any], spec: ModelDeploymentSpec,
@@ -205,13 +243,14 @@ def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, reso
     gen = generation(body)
     variants = []
     not_ready = []
+    live = spec.live_weights()
     for variant in spec.variants:
         deploy_name = variant_service_name(meta["name"], variant.name)
         entry: dict[str, Any] = {
             "name": variant.name,
             "resolvedVersion": resolution.versions[variant.name],
             "modelUri": f"models:/{spec.model_name}/{resolution.versions[variant.name]}",
-            "weight": variant.weight,
+            "weight": live[variant.name],
             "replicas": variant.replicas,
         }
         if spec.router.type == "seldon":
@@ -249,13 +288,22 @@ def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, reso
         status["message"] = message
     status["conditions"] = conds
     status["variants"] = variants
-    status["weights"] = ",".join(f"{v.name}={v.weight}" for v in spec.variants)
+    status["weights"] = _weights_summary(spec)
     endpoint = _endpoint(ctx, body, spec)
     if endpoint:
         status["endpoint"] = endpoint
     else:
         status.pop("endpoint", None)
     return status
+
+
+def _weights_summary(spec: ModelDeploymentSpec) -> str:
+    """`a=80,b=20` as declared; in percent (`a=90%,b=10%`) when a rollout drives the weights."""
+    live = spec.live_weights()
+    if spec.rollout is None:
+        return ",".join(f"{name}={w}" for name, w in live.items())
+    total = sum(live.values()) or 1
+    return ",".join(f"{name}={round(100 * w / total, 1):g}%" for name, w in live.items())
 
 
 def _deployment_current(deployment: dict[str, Any] | None) -> bool:
@@ -336,5 +384,6 @@ def forget(ctx: Context, body: dict[str, Any]) -> None:
     """A ModelDeployment was deleted: drop its state and its exported series."""
     meta = body["metadata"]
     state = ctx.state.deployments.pop(meta["uid"])
+    forget_rollout(body)
     for variant, version in (state.exported_versions if state else {}).items():
         metrics.VARIANT_WEIGHT.remove(meta["namespace"], meta["name"], variant, version)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..analysis import Prometheus
+
 
 @dataclass
 class Resolution:
@@ -63,3 +65,5 @@ class ControllerState:
     deployments: ByUid[DeploymentState] = field(default_factory=lambda: ByUid(DeploymentState))
     # Registered models this process has ensured exist (names are MLflow's, not objects').
     registered_models: set[str] = field(default_factory=set)
+    # One Prometheus client per URL the rollouts analyse with.
+    prometheus: dict[str, Prometheus] = field(default_factory=dict)
