@@ -49,6 +49,7 @@ class NginxRouter:
             listen_port=self.port,
             pid_path=str(workdir / "nginx.pid"),
             temp_dir=str(workdir),
+            relay_port=free_port(),  # the shadow relay's loopback port (unused without shadows)
         )
         self.conf_path = workdir / "nginx.conf"
         self.conf_path.write_text(self.conf)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import collections
 import math
+import statistics
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +29,12 @@ from typing import Any
 import pytest
 import requests
 
+from dockyard.analysis import AnalysisTarget, Prometheus, analyse
+from dockyard.api.rollout import RolloutMetric
 from tests.plugins.kube import KubeCluster, KubeEnv, scratch_namespace
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
+from tests.plugins.prometheus import PrometheusServer
 from tests.runtime.helpers import (
     IRIS_SAMPLE_ROWS,
     IRIS_SPECIES,
@@ -303,3 +308,97 @@ def test_seldon_runtime_split_and_headers(seldon: Deployed) -> None:
     assert len(same) == 1
 
 
+# -- shadow variants -------------------------------------------------------------------------------
+
+SHADOW_SHARE = 50
+
+
+@dataclass
+class Shadowed:
+    deployed: Deployed  # clients may only ever see champion
+    prometheus: PrometheusServer
+    shadow_version: str
+
+    def shadow_target(self, interval: int) -> AnalysisTarget:
+        return AnalysisTarget(namespace=self.deployed.env.namespace, name=self.deployed.name, model=MODEL,
+                              variant="challenger", version=self.shadow_version, interval_seconds=interval,
+                              scrape_interval_seconds=1)
+
+    def shadow_count(self) -> float:
+        """V2 inference requests the shadow's MLServer counted itself, as Prometheus last scraped
+        them (exact counter values, no window): the series the built-in analysis reads."""
+        sel = (f'namespace="{self.deployed.env.namespace}", modeldeployment="{self.deployed.name}", '
+               f'variant="challenger", method="POST", path=~".*/infer"')
+        return sum(float(x["value"][1]) for x in self.prometheus.query(f"rest_server_requests_total{{{sel}}}"))
+
+
+@pytest.fixture(scope="module")
+def shadowed(serving_env: tuple[KubeEnv, dict[str, str]], prometheus: PrometheusServer) -> Shadowed:
+    """champion live; challenger a 50 % shadow (its declared weight 5 ignored); ``gone`` a 100 %
+    shadow with no Pods, so every copy to it fails (on this cluster's kube-proxy a connection to
+    a Service without endpoints goes unanswered until the relay's 1 s connect timeout)."""
+    env, versions = serving_env
+    name = "iris-shadow"
+    env.apply({
+        "apiVersion": "dockyard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "modelName": MODEL,
+            "variants": [
+                {"name": "champion", "alias": "champion", "weight": 1},
+                {"name": "challenger", "alias": "challenger", "weight": 5, "shadow": SHADOW_SHARE},
+                {"name": "gone", "alias": "challenger", "shadow": 100, "replicas": 0},
+            ],
+        },
+    })
+    wait_serving(env, name)
+    for svc in (name, f"{name}-champion", f"{name}-challenger"):  # `gone` has no Pods to settle
+        env.wait_service_settled(svc)
+    router = env.get("Service", name)
+    assert router is not None
+    url = f"http://{router['spec']['clusterIP']}:{router['spec']['ports'][0]['port']}"
+    wait_reachable(env, url)
+    deployed = Deployed(env, name, url, {"champion": versions["champion"]})
+    wait_answering(deployed, "mlserver")
+    return Shadowed(deployed, prometheus, versions["challenger"])
+
+
+async def test_shadow_gets_its_share_is_analysable_and_never_answers_clients(shadowed: Shadowed) -> None:
+    deployed = shadowed.deployed
+    before = shadowed.shadow_count()
+    started = time.monotonic()
+    # nginx reads a client's next request on a keep-alive connection only once the previous
+    # one's mirrors are done: through the relay that is at once, whatever the `gone` shadow does
+    # (sent straight to it, each of these would wait for its 1 s connect timeout).
+    with requests.Session() as s:
+        sequential = []
+        for _ in range(20):
+            t = time.monotonic()
+            r = s.post(f"{deployed.url}/v2/models/{MODEL}/infer", json=v2_infer_payload(), timeout=30)
+            sequential.append(time.monotonic() - t)
+            assert r.status_code == 200 and r.headers["X-Dockyard-Variant"] == "champion"
+    assert statistics.median(sequential) < 0.5, sequential
+    n = 400
+    # v2_infer checks each answer: 200, a real prediction, from champion (the only variant in
+    # deployed.versions) by header and by the version MLServer puts in the body.
+    counts = fire(lambda: v2_infer(deployed), n)
+    forced = fire(lambda: v2_infer(deployed, {"X-Dockyard-Variant": "challenger"}), 20)
+    assert counts == {"champion": n} and forced == {"champion": 20}
+    # 50 % of 440 mirrored: sd 10.5 requests; +-45 is 4.3 sd. Counted by the shadow's own
+    # MLServer; copies still in flight when we look only add.
+    expected = (20 + n + 20) * SHADOW_SHARE / 100
+    deployed.env.wait_for(lambda: shadowed.shadow_count() - before >= expected - 45, timeout=60, interval=0.5,
+                          message="Prometheus counting the shadow's mirrored requests")
+    assert shadowed.shadow_count() - before <= expected + 45
+    # The shadow's metrics are any variant's: the rollout's built-in analysis reads them.
+    window = int(time.monotonic() - started) + 5
+    prom = Prometheus(shadowed.prometheus.url)
+    try:
+        results = await analyse(prom, [RolloutMetric(name="success", builtin="successRate", min=0.99),
+                                       RolloutMetric(name="p99", builtin="latencyP99", max=5)],
+                                shadowed.shadow_target(window), 100)
+    finally:
+        await prom.close()
+    assert [(r.name, r.result) for r in results] == [("success", "Passed"), ("p99", "Passed")], results
+    assert results[0].value == 1.0 and results[1].value is not None and results[1].value > 0

@@ -528,8 +528,26 @@ def test_nginx_mirrors_a_share_to_the_shadow_which_never_answers() -> None:
     body = mirror.group(1)
     assert "internal;" in body
     assert re.search(r'if \(\$dockyard_mirror_dark = ""\) \{\s*return 204;', body)  # unsampled: no connection
-    assert "proxy_pass http://dockyard-variant-dark$request_uri;" in body
+    # A sampled copy goes to the relay on loopback, never straight to the shadow (whose
+    # slowness would then hold the client's keep-alive connection).
+    assert f"proxy_pass http://127.0.0.1:{builtin.RELAY_PORT}$request_uri;" in body
+    assert "proxy_set_header X-Dockyard-Shadow dark;" in body
     assert "proxy_next_upstream off;" in body
+    assert "dockyard-variant-dark" not in body
+    # The relay: loopback only, acknowledges at once, forwards to the shadow its header names
+    # and keeps going after the acknowledged sender hangs up.
+    relay = conf[conf.index(f"listen 127.0.0.1:{builtin.RELAY_PORT};"):]
+    assert re.search(rf"location / \{{\s*limit_conn dockyard_shadow_relay {builtin.RELAY_MAX_COPIES};\s*"
+                     r"mirror /_dockyard/shadow;\s*mirror_request_body on;\s*"
+                     r"set \$dockyard_relay_ack /_dockyard/ack;\s*"
+                     rf"proxy_pass http://127.0.0.1:{builtin.RELAY_PORT}\$dockyard_relay_ack;", relay)
+    assert re.search(r"location = /_dockyard/ack \{\s*return 204;\s*\}", relay)
+    forward = re.search(r"location = /_dockyard/shadow \{(.*?)\n        \}", relay, re.S)
+    assert forward and "internal;" in forward.group(1)
+    assert "proxy_pass http://$dockyard_shadow_upstream$request_uri;" in forward.group(1)
+    assert "proxy_ignore_client_abort on;" in forward.group(1)
+    assert re.search(r"map \$http_x_dockyard_shadow \$dockyard_shadow_upstream \{\s*default \"\";\s*"
+                     r"\\dark dockyard-variant-dark;\s*\}", conf)
     # Neither the force header nor the response headers can name the shadow.
     for block in ("dockyard_forced", "dockyard_upstream", "dockyard_model_version"):
         found = re.search(r"map \S+ \$" + block + r" \{(.*?)\}", conf, re.S)
@@ -540,6 +558,16 @@ def test_nginx_full_shadow_is_always_mirrored() -> None:
     spec = shadow_spec({}, shadow=100)
     conf = builtin.render_nginx_config(spec, *local(spec))
     assert re.search(r"\$dockyard_mirror_dark \{\s*\* 1;\s*\}", conf)
+
+
+def test_nginx_relay_only_with_shadows_and_on_its_own_port() -> None:
+    plain = ModelDeploymentSpec.model_validate({"modelName": "iris-classifier", "variants": [
+        {"name": "a", "version": "1", "weight": 1}]})
+    conf = builtin.render_nginx_config(plain, *local(plain))
+    assert "mirror" not in conf and "127.0.0.1" not in conf.replace("server 127.0.0.1:", "")
+    spec = shadow_spec({})
+    with pytest.raises(ValueError, match="relay port"):
+        builtin.render_nginx_config(spec, *local(spec), listen_port=9000, relay_port=9000)
 
 
 def test_routers_take_the_live_split_from_the_spec_they_are_given() -> None:

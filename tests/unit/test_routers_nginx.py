@@ -66,6 +66,14 @@ SPECS = {
         ]
     },
     "ten-variants": {"variants": [{"name": f"v{i}", "version": str(i + 1), "weight": i} for i in range(10)]},
+    "shadows": {  # two shadows (a share and all), a map-keyword name: mirror locations and the relay
+        "variants": [
+            {"name": "a", "version": "1", "weight": 1},
+            {"name": "dark", "version": "2", "shadow": 10},
+            {"name": "default", "version": "3", "shadow": 100},
+        ],
+        "router": {"sticky": {"header": "X-User-Id"}},
+    },
 }
 
 

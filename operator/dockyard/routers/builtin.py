@@ -23,11 +23,16 @@ How a request is routed (the rendered config is the reference):
    backend are dropped first so a backend cannot spoof them.
 5. Shadows (``variants[].shadow: N``): every live request is drawn again, independently of
    the split, with ``split_clients`` on ``$request_id`` salted by the shadow's name; N % of
-   them get an nginx ``mirror`` subrequest to an internal location that proxies a copy (same
-   method, URI, headers and body) to the shadow, whose response nginx discards. Unsampled
-   requests return from that location at once without a connection. The client's response
-   does not wait for the mirror, but nginx finalises the request (and reads the next one on
-   the same keep-alive connection) only after it, so the mirror location has short timeouts.
+   them get an nginx ``mirror`` subrequest (same method, URI, headers and body, plus
+   ``X-Dockyard-Shadow: <name>``); unsampled requests return from the mirror location at once
+   without a connection. nginx finalises a request, and reads the next one on the client's
+   keep-alive connection, only once its mirror subrequests are done, so a copy sent straight
+   to a slow or unreachable shadow would hold the client's connection for as long as the
+   shadow takes (up to the timeouts). The copy therefore goes to a relay: a second server
+   block of the same nginx on loopback (``relay_port``, reachable only inside the Pod), which
+   acknowledges it at once (204) and forwards it to the shadow from its own ``mirror``
+   subrequest, discarding the answer. Clients wait for the relay's acknowledgement (a local
+   round trip), never for the shadow.
 
 Every user-derived string is validated by the API models and checked again here against a
 strict pattern (``ValueError`` on mismatch). ``map`` keys are written with a leading
@@ -98,11 +103,24 @@ UPSTREAM_KEEPALIVE = 32
 UPSTREAM_IDLE_TIMEOUT = "1s"
 # Internal locations of the shadow mirrors (a client request to one gets 404).
 MIRROR_PATH_PREFIX = "/_dockyard/mirror/"
-# A slow or dead shadow holds the client's keep-alive connection (not its response) until
-# these expire: connecting to a Service without ready endpoints fails at once, a hung
-# shadow costs at most the read timeout.
+# The shadow relay: a server block on loopback inside the router Pod. The client-facing
+# server hands it each copy and waits only for its immediate 204 (RELAY_TIMEOUT bounds that
+# local round trip); the relay then sends the copy to the shadow.
+RELAY_PORT = 8079
+RELAY_TIMEOUT = "2s"
+RELAY_ACK_PATH = "/_dockyard/ack"
+RELAY_SHADOW_PATH = "/_dockyard/shadow"
+# The relay's limits on one copy to a shadow: a copy to a Service without ready endpoints (no
+# answer to the SYN on some proxies) or to a hung shadow is dropped after these. Nothing a
+# client waits for depends on them; they bound how long a copy holds relay connections.
 MIRROR_CONNECT_TIMEOUT = "1s"
 MIRROR_TIMEOUT = "10s"
+# Copies in flight at the relay, all workers together. Each holds two connections (from the
+# client-facing server, to the shadow) for as long as the shadow takes; the cap keeps a hung
+# shadow from taking the worker_connections clients need. Beyond it the relay answers 503 at
+# once and the copy is dropped.
+RELAY_MAX_COPIES = 256
+WORKER_CONNECTIONS = 1024
 # Request header a shadow receives on mirrored copies (its name), so its logs can tell them apart.
 SHADOW_REQUEST_HEADER = "X-Dockyard-Shadow"
 
@@ -135,12 +153,15 @@ def render_nginx_config(
     temp_dir: str = "/tmp",
     model_name_header: bool = True,
     worker_processes: int = 2,
+    relay_port: int = RELAY_PORT,
 ) -> str:
     """The complete nginx.conf of the builtin router (production renderer; pure).
 
     ``upstreams`` maps every variant name to ``host:port`` (the variant Service's cluster DNS
     name in a cluster, ``127.0.0.1:PORT`` in tests); ``versions`` maps every variant name to
-    its resolved model version. Raises ``ValueError`` on any value that is not strictly valid.
+    its resolved model version; ``relay_port`` is the loopback port of the shadow relay (only
+    rendered when there are shadows). Raises ``ValueError`` on any value that is not strictly
+    valid.
     """
     variants = check_variants(spec)
     names = [v.name for v in variants]
@@ -153,6 +174,8 @@ def render_nginx_config(
     sticky_header = require_header_name(spec.router.sticky.header) if spec.router.sticky else None
     if not isinstance(listen_port, int) or not 1 <= listen_port <= 65535:
         raise ValueError(f"refusing listen port {listen_port!r}")
+    if not isinstance(relay_port, int) or not 1 <= relay_port <= 65535 or relay_port == listen_port:
+        raise ValueError(f"refusing relay port {relay_port!r}")
     if not isinstance(worker_processes, int) or not 1 <= worker_processes <= 64:
         raise ValueError(f"refusing worker_processes {worker_processes!r}")
     pid = require_abs_path(pid_path)
@@ -176,7 +199,7 @@ def render_nginx_config(
     emit(f"worker_processes {worker_processes};")
     emit("")
     emit("events {")
-    emit("    worker_connections 1024;")
+    emit(f"    worker_connections {WORKER_CONNECTIONS};")
     emit("}")
     emit("")
     emit("http {")
@@ -250,6 +273,16 @@ def render_nginx_config(
             emit("        * 1;")
         emit("    }")
         emit("")
+    if shadows:
+        emit(f"    # The relay forwards a copy to the shadow its {SHADOW_REQUEST_HEADER} header names.")
+        emit(f"    map {nginx_header_variable(SHADOW_REQUEST_HEADER)} $dockyard_shadow_upstream {{")
+        emit('        default "";')
+        for n, _ in shadows:
+            emit(f"        {_map_key(n)} {_upstream_name(n)};")
+        emit("    }")
+        emit("")
+        emit("    limit_conn_zone $server_port zone=dockyard_shadow_relay:1m;")
+        emit("")
 
     for n in names:
         emit(f"    upstream {_upstream_name(require_variant_name(n))} {{")
@@ -298,20 +331,61 @@ def render_nginx_config(
     emit("        }")
     for n, _ in shadows:
         emit("")
-        emit(f"        # Shadow {n}: nginx discards this subrequest's response; no retry, short timeouts")
-        emit("        # (the next request on the client's keep-alive connection waits for it).")
+        emit(f"        # Shadow {n}: the sampled copy goes to the relay, which answers at once; the")
+        emit("        # client's connection waits for that answer only, never for the shadow.")
         emit(f"        location = {_mirror_location(n)} {{")
         emit("            internal;")
         emit(f'            if ({_mirror_var(n)} = "") {{')
         emit("                return 204;")
         emit("            }")
-        emit(f"            proxy_pass http://{_upstream_name(n)}$request_uri;")
-        emit("            proxy_http_version 1.1;")
-        emit('            proxy_set_header Connection "";')
+        emit(f"            proxy_pass http://127.0.0.1:{relay_port}$request_uri;")
         emit("            proxy_set_header Host $host;")
         emit("            proxy_set_header X-Request-Id $request_id;")
         emit("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
         emit(f"            proxy_set_header {SHADOW_REQUEST_HEADER} {n};")
+        emit("            proxy_next_upstream off;")
+        for t in ("connect", "send", "read"):
+            emit(f"            proxy_{t}_timeout {RELAY_TIMEOUT};")
+        emit("        }")
+    if shadows:
+        emit("    }")
+        emit("")
+        emit("    # Shadow relay, loopback only: acknowledges each copy at once and forwards it to the")
+        emit("    # shadow in a mirror subrequest of its own, whose answer nginx discards.")
+        emit("    server {")
+        emit(f"        listen 127.0.0.1:{relay_port};")
+        emit("        access_log off;")
+        emit("")
+        emit("        location / {")
+        emit(f"            limit_conn dockyard_shadow_relay {RELAY_MAX_COPIES};")
+        emit(f"            mirror {RELAY_SHADOW_PATH};")
+        emit("            mirror_request_body on;")
+        # Through a variable, proxy_pass sends this exact URI (a literal one would replace the
+        # location prefix "/" of the copy's URI, sending /x to /_dockyard/ackx: a loop).
+        emit(f"            set $dockyard_relay_ack {RELAY_ACK_PATH};")
+        emit(f"            proxy_pass http://127.0.0.1:{relay_port}$dockyard_relay_ack;")
+        emit("            proxy_pass_request_body off;")
+        emit('            proxy_set_header Content-Length "";')
+        for t in ("connect", "send", "read"):
+            emit(f"            proxy_{t}_timeout {RELAY_TIMEOUT};")
+        emit("        }")
+        emit("")
+        emit(f"        location = {RELAY_ACK_PATH} {{")
+        emit("            return 204;")
+        emit("        }")
+        emit("")
+        emit(f"        # The copy itself: headers as the client-facing server sent them ({SHADOW_REQUEST_HEADER},")
+        emit("        # X-Request-Id, X-Forwarded-For); carried on after the acknowledged sender hangs up.")
+        emit(f"        location = {RELAY_SHADOW_PATH} {{")
+        emit("            internal;")
+        emit('            if ($dockyard_shadow_upstream = "") {')
+        emit("                return 204;")
+        emit("            }")
+        emit("            proxy_pass http://$dockyard_shadow_upstream$request_uri;")
+        emit("            proxy_http_version 1.1;")
+        emit('            proxy_set_header Connection "";')
+        emit("            proxy_set_header Host $host;")
+        emit("            proxy_ignore_client_abort on;")
         emit("            proxy_next_upstream off;")
         emit(f"            proxy_connect_timeout {MIRROR_CONNECT_TIMEOUT};")
         emit(f"            proxy_send_timeout {MIRROR_TIMEOUT};")
