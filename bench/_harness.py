@@ -286,6 +286,10 @@ class CpuSample:
 BENCH_RELEASE = "dockyard-bench"  # the chart rendered as this release in this namespace ...
 BENCH_IDENTITY_NAMESPACE = "dockyard-bench"  # ... so it never collides with "dockyard-tests"
 FIELD_MANAGER = "dockyard-bench"
+# What the chart's operator Deployment sets with default values: only the builtin router, which
+# is all its default RBAC covers (the operator's own default enables every router, and its prune
+# would list HTTPRoutes and VirtualServices it may not read).
+CHART_OPERATOR_ENV = {"DOCKYARD_ENABLED_ROUTERS": "builtin"}
 # Cluster processes whose CPU the reports show, with the names ClusterState.pids uses.
 CLUSTER_PROCS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "node-agent")
 POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "warn", "audit")}
@@ -409,14 +413,25 @@ class LocalCluster:
         if differ:
             print(f"WARNING: CRDs on the cluster differ from crds/ and were left as they are: {', '.join(differ)}")
 
-    async def _make_operator_identity(self, s: aiohttp.ClientSession) -> None:
-        """The chart's ServiceAccount and RBAC (release dockyard-bench), server-side applied, and a
+    def make_identity(self, kubeconfig: Path, *, release: str, values: dict[str, Any]) -> Path:
+        """Another operator identity, for a benchmark that needs chart values other than the
+        defaults (e.g. more routers): the chart's RBAC rendered with `values` as `release`."""
+        async def run() -> None:
+            async with aiohttp.ClientSession() as s:
+                await self._make_operator_identity(s, release=release, values=values, kubeconfig=kubeconfig)
+
+        asyncio.run(run())
+        return kubeconfig
+
+    async def _make_operator_identity(self, s: aiohttp.ClientSession, *, release: str = BENCH_RELEASE,
+                                      values: dict[str, Any] | None = None, kubeconfig: Path | None = None) -> None:
+        """The chart's ServiceAccount and RBAC (release dockyard-bench by default), server-side applied, and a
         kubeconfig with a TokenRequest token of that ServiceAccount pointing at the counting proxy
         (as tests/plugins/kube.py does for the tests' identity)."""
         from tests.chart import chartlib
 
-        objects = chartlib.render({"peering": {"enabled": False}}, namespace=BENCH_IDENTITY_NAMESPACE,
-                                  release=BENCH_RELEASE)
+        objects = chartlib.render({"leaderElection": {"enabled": False}, **(values or {})},
+                                  namespace=BENCH_IDENTITY_NAMESPACE, release=release)
         rbac = [o for o in objects if o["kind"] in _RBAC_PATHS]
         sa = next(o for o in rbac if o["kind"] == "ServiceAccount")
         await kube_request(s, "POST", f"{self.url}/api/v1/namespaces",
@@ -438,8 +453,9 @@ class LocalCluster:
             "users": [{"name": "dockyard-operator", "user": {"token": token}}],
             "contexts": [{"name": "operator", "context": {"cluster": "proxy", "user": "dockyard-operator"}}],
         }
-        self.operator_kubeconfig.touch(mode=0o600)
-        self.operator_kubeconfig.write_text(yaml.safe_dump(cfg))
+        path = kubeconfig or self.operator_kubeconfig
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(cfg))
 
     def procs_cpu(self) -> dict[str, float]:
         pids = self.state.pids if self.state is not None else {}
@@ -576,7 +592,8 @@ class Stack:
         if self.operator is None:
             self.operator = OperatorProcess(
                 self.kubeconfig, self.mlflow.proxy.uri, self.root / "operator", namespaces=[self.namespace],
-                extra_env={"DOCKYARD_WORKERS": str(self.workers)}, mlflow_uri_for_pods=self.mlflow.server.uri)
+                extra_env={"DOCKYARD_WORKERS": str(self.workers), **CHART_OPERATOR_ENV},
+                mlflow_uri_for_pods=self.mlflow.server.uri)
         self.operator.start()
         return self.operator
 
