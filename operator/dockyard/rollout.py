@@ -115,10 +115,22 @@ def _start(rollout: RolloutSpec, seen: Observed, *, retry: bool = False) -> Deci
 
 
 def _enter_step(rollout: RolloutSpec, status: RolloutStatus, step: int, now: datetime) -> RolloutStatus:
+    # No check is due until the router serves the new weights (`traffic_serving`): an interval
+    # that began while the old router Pods still answered would judge the previous step.
     weight = rollout.steps[step - 1]
     return _with(status, phase="Progressing", step=step, candidate_weight=weight, step_started_at=_ts(now),
-                 next_check_at=_ts(now + timedelta(seconds=rollout.interval_seconds())),
+                 traffic_since=None, next_check_at=None,
                  reason="StepStarted", message=f"step {step}/{len(rollout.steps)}: candidate at {weight}%")
+
+
+def traffic_serving(rollout: RolloutSpec, status: RolloutStatus | None, router_settled: bool,
+                    now: datetime) -> RolloutStatus | None:
+    """After the children are applied: once the router serves the step's weights, the step's
+    analysis interval starts."""
+    if status is None or status.phase != "Progressing" or status.traffic_since is not None or not router_settled:
+        return status
+    return _with(status, traffic_since=_ts(now),
+                 next_check_at=_ts(now + timedelta(seconds=rollout.interval_seconds())))
 
 
 def decide(rollout: RolloutSpec, previous: RolloutStatus | None, seen: Observed) -> Decision:
@@ -224,6 +236,8 @@ def _advance(rollout: RolloutSpec, status: RolloutStatus, seen: Observed) -> Dec
 
 
 def _due(status: RolloutStatus, now: datetime) -> bool:
+    if status.phase == "Progressing" and status.traffic_since is None:
+        return False  # the router does not serve this step's weights yet
     at = parse_ts(status.next_check_at)
     return at is None or now >= at
 
@@ -328,8 +342,8 @@ def requeue_after(status: RolloutStatus | None, now: datetime, rollout: RolloutS
         started = parse_ts(status.step_started_at)
         if started is not None:
             moments.append(started + timedelta(seconds=rollout.bake_seconds()))
-    if status.phase == "Waiting":
-        return 2.0  # candidate readiness comes from the Deployment watch; this is a backstop
+    if status.phase == "Waiting" or (status.phase == "Progressing" and status.traffic_since is None):
+        return 2.0  # readiness of the candidate and the router comes from the Deployment watch; a backstop
     if status.phase == "Blocked":
         return 60.0
     waits = [(m - now).total_seconds() for m in moments if m is not None]

@@ -391,7 +391,14 @@ class PodWorker:
 
     async def _source_files(self, kind: str, name: str, items: list[Obj] | None,
                             optional: bool) -> dict[str, tuple[bytes, int | None]] | None:
-        data = await self.agent.source_data(kind, self.ns, name)
+        try:
+            data = await self.agent.source_data(kind, self.ns, name)
+        except ApiError as e:
+            if e.status != 403:
+                raise
+            # The Node authorizer learns of a Pod's ConfigMaps and Secrets from its graph, which
+            # can trail the binding by a moment; the kubelet retries the mount (FailedMount).
+            raise ConfigError("FailedMount", str(e)) from None
         if data is None:
             if optional:
                 return None

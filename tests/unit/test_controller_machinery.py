@@ -51,6 +51,13 @@ def test_status_patch_only_when_different() -> None:
     assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
 
 
+def test_status_patch_clears_a_key_gone_from_a_nested_object() -> None:
+    # A merge patch merges nested objects, so the cleared key must be named there.
+    old = {"phase": "Ready", "rollout": {"phase": "Progressing", "step": 1, "trafficSince": "t1"}}
+    new = {"phase": "Ready", "rollout": {"phase": "Progressing", "step": 2}}
+    assert status_patch(old, new) == {"rollout": {"step": 2, "trafficSince": None}}
+
+
 def test_condition_transition_time_moves_only_on_status_change() -> None:
     conds = set_condition(None, "Ready", "False", "A", "m", 1, now="t1")
     same = set_condition(conds, "Ready", "False", "B", "m2", 1, now="t2")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from dockyard.api.modeldeployment import ModelDeploymentSpec
 from dockyard.api.rollout import MetricResult, RolloutStatus
-from dockyard.rollout import Decision, Observed, decide, effective_weights, judge
+from dockyard.rollout import Decision, Observed, decide, effective_weights, judge, traffic_serving
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -32,8 +32,9 @@ NO_DATA = [MetricResult(name="success-rate", result="Inconclusive", message="3 r
 
 
 def run(s: ModelDeploymentSpec, status: RolloutStatus | None, at: float, results: list[MetricResult] | None = None,
-        **kw: object) -> Decision:
-    """One reconcile: decide, and judge when an analysis is due."""
+        *, router_settled: bool = True, **kw: object) -> Decision:
+    """One reconcile: decide, judge when an analysis is due, then (after the children are
+    applied) note whether the router serves the weights."""
     assert s.rollout is not None
     observed = seen(at, **kw)
     decision = decide(s.rollout, status, observed)
@@ -41,7 +42,10 @@ def run(s: ModelDeploymentSpec, status: RolloutStatus | None, at: float, results
         assert results is not None, f"an analysis was due at {at}s"
         later = judge(s.rollout, decision.status, results, observed)
         later.events[:0], later.actions[:0] = decision.events, decision.actions
-        return later
+        decision = later
+    served = traffic_serving(s.rollout, decision.status, router_settled, observed.now)
+    assert served is not None
+    decision.status = served
     return decision
 
 
@@ -158,3 +162,50 @@ def test_effective_weights_split_the_rest_by_declared_weight() -> None:
     status = RolloutStatus(phase="Progressing", candidate_version="5", step=1, steps=1, candidate_weight=25)
     weights = effective_weights(s, status)
     assert weights == {"a": 500, "b": 250, "c": 250, "s": 0} and sum(weights.values()) == 1000
+
+
+def test_a_step_is_analysed_one_interval_after_the_router_serves_its_weights() -> None:
+    s = spec()
+    d = run(s, None, 0, router_settled=False)  # step 1 at once (candidate ready); old router Pods answer
+    assert d.status.step == 1 and d.status.traffic_since is None
+    d = run(s, d.status, 30, router_settled=False)
+    assert not d.analyse and d.status.step == 1, "no check judges traffic the step never got"
+    d = run(s, d.status, 31)  # the router's new Pods serve the step's weights
+    assert d.status.traffic_since == "2026-12-01T12:00:31Z"
+    assert not run(s, d.status, 40).analyse
+    assert run(s, d.status, 41, PASS).status.step == 2
+
+
+def test_the_router_serves_a_step_once_its_deployment_of_that_config_is_rolled_out() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from dockyard.builders.serving import desired_serving_children
+    from dockyard.config import OperatorConfig
+    from dockyard.controllers.base import Cache, slim
+    from dockyard.controllers.modeldeployment import with_weights
+    from dockyard.controllers.rollout import router_serving
+
+    s = spec()
+    body = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "iris", "namespace": "ns", "uid": "u1", "generation": 1}}
+
+    def children(weights: dict[str, int]) -> list[dict[str, Any]]:
+        return desired_serving_children(body, with_weights(s, weights), {"stable": "1", "canary": "2"},
+                                        OperatorConfig(), model_uris={"stable": "s3://b/1", "canary": "s3://b/2"})
+
+    def serving(applied: list[dict[str, Any]], now: list[dict[str, Any]], **status: int) -> bool:
+        router = next(o for o in applied if o["kind"] == "Deployment" and o["metadata"]["name"] == "iris-router")
+        cache = Cache()
+        # The watch cache keeps only metadata and status of children (slim).
+        cache.put(("Deployment", "ns", "iris-router"), slim(
+            {**router, "metadata": {**router["metadata"], "generation": 2},
+             "status": {"observedGeneration": 2, **status}}, keep_spec=False))
+        ctx: Any = SimpleNamespace(cache=cache)
+        return router_serving(ctx, now)
+
+    step_1, step_2 = children({"stable": 900, "canary": 100}), children({"stable": 500, "canary": 500})
+    done = {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "terminatingReplicas": 0}
+    assert serving(step_1, step_1, **done)
+    assert not serving(step_1, step_2, **done), "the router Pods run the previous step's config"
+    assert not serving(step_2, step_2, **{**done, "terminatingReplicas": 1}), "an old Pod still drains"

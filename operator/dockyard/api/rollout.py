@@ -191,6 +191,10 @@ class RolloutStatus(ApiModel):
     steps: int = Field(default=0, description="Number of steps.")
     candidate_weight: int = Field(default=0, description="Effective candidate traffic, in percent.")
     step_started_at: str | None = Field(default=None, description="When the current step (or bake window) began.")
+    traffic_since: str | None = Field(
+        default=None,
+        description="When the router began serving the current step's weights; the step's first analysis "
+                    "interval counts from here (a builtin router rolls its Pods to change weights).")
     next_check_at: str | None = Field(default=None, description="When the next analysis runs.")
     failed_checks: int = Field(default=0, description="Failed checks so far.")
     analysis: list[MetricResult] | None = Field(default=None, description="The last analysis, per metric.")

@@ -328,11 +328,25 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     old = old or {}
     if old == new:
         return None
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    return _merge_diff(old, new) or None
+
+
+def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    # A merge patch merges nested objects key by key, so a key gone from a nested object
+    # (status.rollout.trafficSince) must be sent as null there, not only at the top level.
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value and key in old:
+            continue
+        if isinstance(before, dict) and isinstance(value, dict):
+            patch[key] = _merge_diff(before, value)
+        else:
+            patch[key] = value
     for key in old:
         if key not in new:
             patch[key] = None
-    return patch or None
+    return patch
 
 
 async def write_status(ctx: Context, body: dict[str, Any], new_status: dict[str, Any]) -> dict[str, Any]:

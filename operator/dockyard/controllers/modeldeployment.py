@@ -25,13 +25,13 @@ from ..conditions import set_condition, summarize
 from ..kube import ApiError
 from ..labels import KIND_LABEL, OWNER_LABEL, owned_by
 from ..mlflow_client import MlflowUnavailable
-from ..rollout import effective_weights, requeue_after
+from ..rollout import effective_weights, requeue_after, traffic_serving
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
 from .base import Context, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
 from .rollout import forget as forget_rollout
-from .rollout import reconcile_rollout
+from .rollout import reconcile_rollout, router_serving
 from .state import DeploymentState, Resolution
 
 KIND = "ModelDeployment"
@@ -96,6 +96,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     if state.pruned_generation != gen:
         await _prune(ctx, body, {(o["kind"], o["metadata"]["name"]) for o in desired})
         state.pruned_generation = gen
+    if spec.rollout is not None:
+        rollout_status = traffic_serving(spec.rollout, rollout_status, router_serving(ctx, desired),
+                                         datetime.now(UTC))
 
     # 4. Status.
     status = _observe(ctx, body, served, resolution, applied, resolve_problem)

@@ -17,7 +17,7 @@ from .. import metrics
 from ..analysis import AnalysisTarget, Prometheus, PrometheusUnavailable, analyse
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.rollout import MetricResult, RolloutSpec, RolloutStatus
-from ..labels import MODEL_VERSION_LABEL
+from ..labels import COMPONENT_LABEL, MODEL_VERSION_LABEL, SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowUnavailable
 from ..rollout import (
     APPROVE_ANNOTATION,
@@ -29,7 +29,7 @@ from ..rollout import (
     decide,
     judge,
 )
-from ..routers.common import variant_service_name
+from ..routers.common import ROUTER_COMPONENT, variant_service_name
 from .base import Context
 from .state import DeploymentState, Resolution
 
@@ -120,14 +120,42 @@ def _variant_ready(ctx: Context, ns: str, md_name: str, variant: str, version: s
     deployment = ctx.cache.get(("Deployment", ns, variant_service_name(md_name, variant)))
     if deployment is None:
         return False
-    meta, status = deployment["metadata"], deployment.get("status") or {}
-    if (meta.get("labels") or {}).get(MODEL_VERSION_LABEL) != version:
+    if (deployment["metadata"].get("labels") or {}).get(MODEL_VERSION_LABEL) != version:
         return False
+    return _rolled_out(deployment, replicas)
+
+
+def _rolled_out(deployment: dict[str, Any], replicas: int) -> bool:
+    """The Deployment's current template runs on all its Pods, all available, no old Pod left
+    (terminating ones included where the API server reports them)."""
+    meta, status = deployment["metadata"], deployment.get("status") or {}
     if (status.get("observedGeneration") or 0) < meta.get("generation", 1):
         return False
     wanted = max(replicas, 1)
-    return (int(status.get("updatedReplicas") or 0) >= wanted and int(status.get("availableReplicas") or 0) >= wanted
-            and int(status.get("replicas") or 0) == int(status.get("updatedReplicas") or 0))
+    updated = int(status.get("updatedReplicas") or 0)
+    return (updated >= wanted and int(status.get("availableReplicas") or 0) >= wanted
+            and int(status.get("replicas") or 0) == updated and not status.get("terminatingReplicas"))
+
+
+def router_serving(ctx: Context, desired: list[dict[str, Any]]) -> bool:
+    """The router serves the weights just applied. For the builtin router that means its
+    Deployment is the one of this reconcile (the spec hash it was applied with; the config is
+    in its template) and fully rolled out; the other routers' objects take effect when
+    applied, as far as the operator can see."""
+    for obj in desired:
+        meta = obj["metadata"]
+        if obj["kind"] != "Deployment" or (meta.get("labels") or {}).get(COMPONENT_LABEL) != ROUTER_COMPONENT:
+            continue
+        cached = ctx.cache.get(("Deployment", meta["namespace"], meta["name"]))
+        if cached is None or _spec_hash(cached) != _spec_hash(obj):
+            return False
+        if not _rolled_out(cached, int(obj["spec"].get("replicas") or 1)):
+            return False
+    return True
+
+
+def _spec_hash(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
 
 
 async def _analyse(ctx: Context, state: DeploymentState, body: dict[str, Any], spec: ModelDeploymentSpec,
