@@ -62,7 +62,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -70,7 +69,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +111,7 @@ from tests.plugins.mlflow_server import free_port
 from tests.plugins.operator import OperatorProcess
 from tests.plugins.prometheus import (
     PROMETHEUS,
+    HttpServiceDiscovery,
     chart_serving_podmonitor,
     pod_targets,
     scrape_config_from_podmonitor,
@@ -131,7 +130,7 @@ ROLLOUT_EVENT_REASONS = ("RolloutStarted", "RolloutStep", "CheckFailed", "Rolled
 
 # -- the synthetic targets and a real Prometheus ----------------------------------------------
 
-class PodDiscovery:
+class PodDiscovery(HttpServiceDiscovery):
     """HTTP service discovery for Prometheus: the bench namespace's Pods (listed from the API on
     every refresh, as tests/plugins/prometheus.py does cluster-wide), each container port with the
     meta labels of kubernetes_sd_configs role pod, but addressed to the stand-in exporter with
@@ -142,26 +141,7 @@ class PodDiscovery:
         self.exporter = exporter
         self.lists = 0
         self.http = requests.Session()
-        discovery = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                try:
-                    body, code = json.dumps(discovery.targets()).encode(), 200
-                except Exception as exc:  # Prometheus keeps the last good targets and logs this
-                    body, code = str(exc).encode(), 500
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/targets"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus-pod-sd", daemon=True)
+        super().__init__()
 
     def targets(self) -> list[dict[str, Any]]:
         r = self.http.get(self.pods_url, timeout=10)
@@ -174,14 +154,6 @@ class PodDiscovery:
             labels["__param_pod"] = labels[POD_META_LABEL]
             labels["__param_model"] = labels.get(MODEL_META_LABEL, "model")
         return groups
-
-    def start(self) -> PodDiscovery:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class QueryProxy:

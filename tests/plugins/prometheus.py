@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import requests
@@ -89,19 +89,16 @@ def pod_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return groups
 
 
-class PodDiscovery:
-    """An HTTP service discovery endpoint listing the cluster's Pods on every request."""
+class HttpServiceDiscovery:
+    """A Prometheus HTTP service discovery endpoint: ``targets()`` on every refresh."""
 
-    def __init__(self, kubeconfig: Path) -> None:
-        # Its own client: requests come on the server's threads, concurrently with the tests'.
-        self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    def __init__(self) -> None:
         discovery = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 try:
-                    body = json.dumps(pod_targets(discovery.pods())).encode()
-                    code = 200
+                    body, code = json.dumps(discovery.targets()).encode(), 200
                 except Exception as exc:  # Prometheus keeps the last good targets and logs this
                     body, code = str(exc).encode(), 500
                 self.send_response(code)
@@ -115,7 +112,30 @@ class PodDiscovery:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/targets"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus-pod-sd", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="prometheus-http-sd", daemon=True)
+
+    def targets(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PodDiscovery(HttpServiceDiscovery):
+    """HTTP service discovery listing the cluster's Pods on every request."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        # Its own client: requests come on the server's threads, concurrently with the tests'.
+        self.api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        super().__init__()
+
+    def targets(self) -> list[dict[str, Any]]:
+        return pod_targets(self.pods())
 
     def pods(self) -> list[dict[str, Any]]:
         method, url, headers, body, post = self.api.param_serialize(
@@ -127,13 +147,8 @@ class PodDiscovery:
             raise RuntimeError(f"list pods: HTTP {resp.status}: {data[:200]!r}")
         return list(json.loads(data)["items"])
 
-    def start(self) -> PodDiscovery:
-        self.thread.start()
-        return self
-
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().stop()
         self.api.close()
 
 
