@@ -14,7 +14,8 @@ Phases (status.rollout.phase):
     AwaitingApproval  every step passed; waiting for `dockyard.dev/approve=<version>`
     Baking            promoted (alias moved); still analysed for `bakeWindow`
     Promoted          the candidate's version is the stable alias's version
-    RolledBack        failureLimit checks failed: candidate at 0 % until a new version or a retry
+    RolledBack        failureLimit checks failed, or the candidate's Deployment exceeded its
+                      progress deadline: candidate at 0 % until a new version or a retry
     Blocked           the rollout cannot be analysed (no Prometheus, ...): candidate at 0 %
 """
 
@@ -53,6 +54,7 @@ class Observed:
     approve: str | None = None  # dockyard.dev/approve annotation
     approved_by: str | None = None  # who (the annotation, or its field manager)
     retry: str | None = None  # dockyard.dev/retry annotation
+    candidate_stuck: str | None = None  # why the candidate's Pods will not become ready (ProgressDeadlineExceeded)
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,12 @@ def _advance(rollout: RolloutSpec, status: RolloutStatus, seen: Observed) -> Dec
         phase = "Waiting"
 
     if phase == "Waiting":
+        if seen.candidate_stuck is not None:
+            message = f"version {version} never became ready: {seen.candidate_stuck}"
+            failed = _with(status, phase="RolledBack", candidate_weight=0, next_check_at=None,
+                           reason="CandidateNotReady", message=message)
+            return Decision(failed, actions=[Action("tag-failed", version=version, detail=message)],
+                            events=[Event("Warning", "RolledBack", message)])
         if not seen.candidate_ready:
             return Decision(status)
         stepped = _enter_step(rollout, status, 1, seen.now)

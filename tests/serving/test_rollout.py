@@ -379,3 +379,30 @@ def test_no_prometheus_holds_the_candidate_and_says_why(rollout_env: RolloutEnv)
     finally:
         r.operator.extra_env["DOCKYARD_PROMETHEUS_URL"] = url
         r.operator.restart()
+
+
+def test_a_candidate_that_cannot_start_is_rolled_back_at_its_progress_deadline(rollout_env: RolloutEnv) -> None:
+    import mlflow
+
+    r = rollout_env
+    stable = r.versions["good"]
+    r.start_from(stable)
+    # A version whose source holds no model: its fetch-model init container fails, for ever.
+    mlflow.set_tracking_uri(r.mlflow.uri)
+    mlflow.set_experiment("rollout-test-broken")
+    with mlflow.start_run() as run:
+        mlflow.log_param("broken", "yes")
+    broken = str(r.client().create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id).version)
+    r.set_alias("challenger", broken)
+    r.wait_rollout("Waiting", broken, timeout=60)
+    # The Deployment controller's deadline (default 600 s) shortened by a user's own patch; the
+    # operator does not declare the field, so its re-apply leaves it.
+    r.env.wait_for(lambda: ((r.env.get("Deployment", f"{NAME}-canary") or {}).get("metadata", {}).get("labels") or {})
+                   .get("dockyard.dev/model-version") == broken, timeout=60, message="canary Deployment on the version")
+    r.env.patch("Deployment", f"{NAME}-canary", {"spec": {"progressDeadlineSeconds": 10}})
+    st = r.wait_rollout("RolledBack", broken, timeout=120)
+    assert st["reason"] == "CandidateNotReady" and "progressing" in st["message"], st
+    assert r.alias("champion") == stable
+    assert r.client().get_model_version(MODEL, broken).tags["dockyard.rollout"] == "failed"
+    md = r.env.get("ModelDeployment", NAME) or {}
+    assert md["status"]["weights"] == "stable=100%,canary=0%"

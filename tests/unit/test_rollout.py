@@ -209,3 +209,14 @@ def test_the_router_serves_a_step_once_its_deployment_of_that_config_is_rolled_o
     assert serving(step_1, step_1, **done)
     assert not serving(step_1, step_2, **done), "the router Pods run the previous step's config"
     assert not serving(step_2, step_2, **{**done, "terminatingReplicas": 1}), "an old Pod still drains"
+
+
+def test_a_candidate_that_never_becomes_ready_is_rolled_back_not_waited_on_forever() -> None:
+    s = spec()
+    d = run(s, None, 0, ready=False)
+    assert d.status.phase == "Waiting"
+    stuck = 'ReplicaSet "iris-canary-1" has timed out progressing.'
+    d = run(s, d.status, 600, ready=False, candidate_stuck=stuck)
+    assert (d.status.phase, d.status.reason, d.status.candidate_weight) == ("RolledBack", "CandidateNotReady", 0)
+    assert stuck in (d.status.message or "") and d.events[0].type == "Warning"
+    assert [(a.kind, a.version) for a in d.actions] == [("tag-failed", "2")]

@@ -99,6 +99,7 @@ def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, roll
         approve=annotations.get(APPROVE_ANNOTATION),
         approved_by=annotations.get(APPROVED_BY_ANNOTATION),
         retry=annotations.get(RETRY_ANNOTATION),
+        candidate_stuck=_deadline_exceeded(ctx, meta["namespace"], meta["name"], candidate, version),
     )
 
 
@@ -123,6 +124,19 @@ def _variant_ready(ctx: Context, ns: str, md_name: str, variant: str, version: s
     if (deployment["metadata"].get("labels") or {}).get(MODEL_VERSION_LABEL) != version:
         return False
     return _rolled_out(deployment, replicas)
+
+
+def _deadline_exceeded(ctx: Context, ns: str, md_name: str, variant: str, version: str) -> str | None:
+    """The Deployment controller's verdict that the variant's rollout to `version` is stuck
+    (`Progressing=False, reason=ProgressDeadlineExceeded`, after progressDeadlineSeconds)."""
+    deployment = ctx.cache.get(("Deployment", ns, variant_service_name(md_name, variant)))
+    if deployment is None or (deployment["metadata"].get("labels") or {}).get(MODEL_VERSION_LABEL) != version:
+        return None
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+                "Progressing", "False", "ProgressDeadlineExceeded"):
+            return str(cond.get("message") or "ProgressDeadlineExceeded")
+    return None
 
 
 def _rolled_out(deployment: dict[str, Any], replicas: int) -> bool:
