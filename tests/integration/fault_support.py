@@ -146,6 +146,7 @@ def model_deployment(name: str, model: str, variants: list[Obj]) -> Obj:
     doc = copy.deepcopy(example("iris", "ModelDeployment"))
     doc["metadata"] = {"name": name}
     doc["spec"].update(modelName=model, variants=variants)
+    doc["spec"].pop("rollout", None)  # names the example's variants; these have others
     return doc
 
 

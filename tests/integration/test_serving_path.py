@@ -82,6 +82,9 @@ def test_example_reaches_ready_with_children(
     client.set_registered_model_alias(model, "challenger", "2")
     doc = example("iris", "ModelDeployment")
     doc["spec"]["modelName"] = model
+    # The plain A/B path: with its rollout section, challenger's version 2 would be a canary
+    # (tests/serving/test_rollout.py).
+    del doc["spec"]["rollout"]
     kube.apply(doc)
     got = ready(kube)
     st = got["status"]

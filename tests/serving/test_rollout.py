@@ -367,7 +367,9 @@ def test_no_prometheus_holds_the_candidate_and_says_why(rollout_env: RolloutEnv)
         md = r.env.wait_for_object("ModelDeployment", NAME, lambda m: m["status"].get("phase") == "Ready" and all(
             v.get("resolvedVersion") == r.versions["stable"] for v in m["status"]["variants"] if v["name"] == "canary"),
             timeout=180)
-        settle(r.env, NAME)
+        r.env.wait_for(lambda: (st := (r.env.get("Deployment", f"{NAME}-canary") or {}).get("status") or {})
+                       .get("updatedReplicas") == st.get("replicas") == 1 and not st.get("terminatingReplicas"),
+                       timeout=120, interval=0.5, message="the canary Deployment rolled out")
         md = r.env.get("ModelDeployment", NAME) or {}
         assert md["status"]["weights"] == "stable=100%,canary=0%"
         assert md["status"]["rollout"]["phase"] == "Blocked"
