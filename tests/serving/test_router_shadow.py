@@ -180,7 +180,8 @@ def test_shadow_gets_its_share_and_clients_never_see_it(shadowed: NginxRouter, b
     assert live.count() - live_before == n
     # 30 % of 1000: sd 1.45 points; +-6 points is 4 sd. Mirrors still in flight only add.
     low, high = n * (SHARE - 6) // 100, n * (SHARE + 6) // 100
-    wait_until(lambda: broken.count() - broken_before >= low, 10, f"at least {low} mirrored requests")
+    # Copies are relayed in the background: on loaded cores they trail the replies by seconds.
+    wait_until(lambda: broken.count() - broken_before >= low, 60, f"at least {low} mirrored requests")
     assert broken.count() - broken_before <= high, broken.count() - broken_before
     # A copy is the same request, marked for the shadow's logs.
     method, path, body, marker = broken.requests[-1]
