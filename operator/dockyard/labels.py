@@ -23,6 +23,19 @@ VARIANT_LABEL = "dockyard.dev/variant"
 ATTEMPT_LABEL = "dockyard.dev/attempt"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 VERSION_LABEL = "app.kubernetes.io/version"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+# app.kubernetes.io/component of the Pods the operator creates.
+PROFILER_COMPONENT = "profiler"
+TRAINER_COMPONENT = "trainer"
+SERVING_COMPONENT = "serving"
+ROUTER_COMPONENT = "router"
+NETWORK_POLICY_COMPONENT = "network-policy"
+# The operator's Pods that talk to MLflow: training Jobs (log the run, the model) and serving
+# Pods (their fetch-model init container downloads the model version). Profiling Jobs and the
+# builtin router never do.
+MLFLOW_CLIENT_COMPONENTS = (TRAINER_COMPONENT, SERVING_COMPONENT)
 
 # Annotation carrying the hash of what the operator last applied to a child; a child whose
 # hash matches is left alone, so steady state makes no API writes.
@@ -52,8 +65,8 @@ def standard_labels(
         "app.kubernetes.io/name": label_value(owner_name),
         "app.kubernetes.io/instance": label_value(owner_name),
         COMPONENT_LABEL: component,
-        "app.kubernetes.io/part-of": PART_OF,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        PART_OF_LABEL: PART_OF,
+        MANAGED_BY_LABEL: MANAGED_BY,
         VERSION_LABEL: label_value(__version__),
         KIND_LABEL: owner_kind.lower(),
         OWNER_LABEL: label_value(owner_name),
@@ -79,6 +92,17 @@ def selector_labels(*, owner_kind: str, owner_name: str, component: str, **extra
     for key, value in extra.items():
         labels[key] = label_value(value)
     return labels
+
+
+def mlflow_client_pod_selector() -> dict[str, Any]:
+    """LabelSelector of every Pod the operator creates that calls MLflow, in any namespace
+    (the chart's MLflow NetworkPolicy renders exactly this; tests/chart checks it)."""
+    return {
+        "matchLabels": {PART_OF_LABEL: PART_OF, MANAGED_BY_LABEL: MANAGED_BY},
+        "matchExpressions": [
+            {"key": COMPONENT_LABEL, "operator": "In", "values": list(MLFLOW_CLIENT_COMPONENTS)},
+        ],
+    }
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,8 @@ def test_default_render_has_the_expected_objects() -> None:
             "PersistentVolumeClaim/dockyard-mlflow",
             "Service/dockyard-mlflow",
             "Deployment/dockyard-mlflow",
+            "NetworkPolicy/dockyard-operator",
+            "NetworkPolicy/dockyard-mlflow",
         ]
     )
     for obj in objects:

@@ -19,6 +19,8 @@ def _walk(schema: dict, path: str = ""):
         yield from _walk(sub, f"{path}.{key}")
     if isinstance(schema.get("items"), dict):
         yield from _walk(schema["items"], f"{path}[]")
+    if "$ref" in schema:  # "#/definitions/<name>": shared shapes such as a NetworkPolicyPeer
+        yield from _walk(SCHEMA["definitions"][schema["$ref"].rsplit("/", 1)[1]], path)
 
 
 def test_every_object_level_of_the_schema_refuses_unknown_keys() -> None:
@@ -69,6 +71,8 @@ def test_chart_defaults_pass_the_schema() -> None:
         ({"metrics": {"port": "8000"}}, "port"),
         ({"mlflow": {"external": {"uri": "mlflow:5000"}}}, "uri"),  # no scheme
         ({"images": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"networkPolicies": {"enabled": "yes"}}, "enabled"),
+        ({"networkPolicies": {"prometheus": {"peers": [{"podSelectr": {}}]}}}, "podSelectr"),  # not a peer
     ],
 )
 def test_render_with_a_bad_value_fails(values: dict, fragment: str) -> None:

@@ -190,6 +190,12 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "create", "patch", "delete"]
+# The NetworkPolicy of each ModelDeployment's serving Pods: applied, and pruned when the
+# ModelDeployment switches to seldon or networkPolicies.enabled is turned off (granted even
+# then, so the operator can remove the ones it made).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # ConfigMaps are also watched: a Dataset whose volume is a ConfigMap re-profiles when it is
 # edited, and a hand-edited router config is put back at once.
 - apiGroups: [""]

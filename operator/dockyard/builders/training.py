@@ -14,7 +14,9 @@ from ..api.trainingrun import TrainingRunSpec
 from ..config import OperatorConfig
 from ..labels import (
     ATTEMPT_LABEL,
+    PROFILER_COMPONENT,
     SOURCE_REVISION_ANNOTATION,
+    TRAINER_COMPONENT,
     child_name,
     owner_reference,
     pod_template_labels,
@@ -141,7 +143,7 @@ def build_profile_job(
         "volumeMounts": mounts,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     }
-    job = _job(owner=owner, name=job_name, component="profiler", container=container, volumes=volumes,
+    job = _job(owner=owner, name=job_name, component=PROFILER_COMPONENT, container=container, volumes=volumes,
                cfg=cfg, backoff_limit=0, active_deadline_seconds=3600)
     if source_revision is not None:
         job["metadata"]["annotations"][SOURCE_REVISION_ANNOTATION] = source_revision
@@ -232,7 +234,7 @@ def build_training_job(
     return _job(
         owner=owner,
         name=training_job_name(owner["metadata"]["name"], attempt),
-        component="trainer",
+        component=TRAINER_COMPONENT,
         container=container,
         volumes=volumes,
         cfg=cfg,

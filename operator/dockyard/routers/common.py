@@ -17,6 +17,8 @@ from ..api.modeldeployment import ModelDeploymentSpec, Variant
 from ..config import OperatorConfig
 from ..labels import (
     MODEL_LABEL,
+    ROUTER_COMPONENT,
+    SERVING_COMPONENT,
     child_name,
     owner_reference,
     selector_labels,
@@ -26,8 +28,6 @@ from ..labels import (
 from ..runtime.serve import health_paths, metrics_path, runtime_ports
 
 OWNER_KIND = "ModelDeployment"
-SERVING_COMPONENT = "serving"
-ROUTER_COMPONENT = "router"
 
 # Response headers every router that can set them adds.
 VARIANT_RESPONSE_HEADER = "X-Dockyard-Variant"
