@@ -116,12 +116,15 @@ def main() -> int:
             ports = dict(pool.map(serve, weights))
         live = [{"name": v, "version": versions[v], "weight": w} for v, w in weights.items()]
         upstreams = {v: f"127.0.0.1:{port}" for v, port in ports.items()}
-        spec = ModelDeploymentSpec.model_validate({"modelName": MODEL, "variants": live})
+        # Forcing is off by default; the bench forces the champion through both routers.
+        forcing = {"allowVariantForcing": True}
+        spec = ModelDeploymentSpec.model_validate({"modelName": MODEL, "variants": live, "router": forcing})
         router = NginxRouter(spec, upstreams, versions, root / "nginx")
         routers.append(router)
         # The same router plus a shadow variant, served by the challenger's MLServer.
         shadow_spec = ModelDeploymentSpec.model_validate({"modelName": MODEL, "variants": [
-            *live, {"name": SHADOW, "version": versions["challenger"], "shadow": args.shadow_percent}]})
+            *live, {"name": SHADOW, "version": versions["challenger"], "shadow": args.shadow_percent}],
+            "router": forcing})
         shadowed = NginxRouter(shadow_spec, {**upstreams, SHADOW: upstreams["challenger"]},
                                {**versions, SHADOW: versions["challenger"]}, root / "nginx-shadow")
         routers.append(shadowed)

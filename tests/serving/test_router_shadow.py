@@ -121,8 +121,10 @@ def unanswered() -> Iterator[str]:
             filler.close()
 
 
-def router_for(variants: list[dict[str, object]], upstreams: dict[str, str], workdir: Path) -> NginxRouter:
-    spec = ModelDeploymentSpec.model_validate({"modelName": "echo", "variants": variants})
+def router_for(
+    variants: list[dict[str, object]], upstreams: dict[str, str], workdir: Path, **router: object
+) -> NginxRouter:
+    spec = ModelDeploymentSpec.model_validate({"modelName": "echo", "variants": variants, "router": router})
     versions = {str(v["name"]): str(v["version"]) for v in variants}
     return NginxRouter(spec, upstreams, versions, workdir)
 
@@ -144,7 +146,7 @@ def shadowed(backends: dict[str, Backend], tmp_path_factory: pytest.TempPathFact
         {"name": "live", "version": "1"},
         {"name": "broken", "version": "2", "weight": 100, "shadow": SHARE},
         {"name": "gone", "version": "3", "shadow": 100},
-    ], ups, tmp_path_factory.mktemp("nginx-shadow"))
+    ], ups, tmp_path_factory.mktemp("nginx-shadow"), allowVariantForcing=True)  # a forced shadow name is ignored
     yield r
     r.stop()
 

@@ -64,7 +64,7 @@ class Deployed:
 
 
 def model_deployment(name: str, runtime: str, *, sticky: bool) -> dict[str, Any]:
-    router: dict[str, Any] = {"type": "builtin"}
+    router: dict[str, Any] = {"type": "builtin", "allowVariantForcing": True}  # the tests force variants
     if sticky:
         router["sticky"] = {"header": "X-User-Id"}
     return {
@@ -350,6 +350,7 @@ def shadowed(serving_env: tuple[KubeEnv, dict[str, str]], prometheus: Prometheus
                 {"name": "challenger", "alias": "challenger", "weight": 5, "shadow": SHADOW_SHARE},
                 {"name": "gone", "alias": "challenger", "shadow": 100, "replicas": 0},
             ],
+            "router": {"allowVariantForcing": True},  # forcing a shadow's name must still reach champion
         },
     })
     wait_serving(env, name)

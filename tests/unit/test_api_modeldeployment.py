@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from dockyard.api import ModelDeploymentSpec, ModelDeploymentStatus, Variant
+from dockyard.api.modeldeployment import RateLimit, body_size_bytes
 from tests.unit import specpath
 from tests.unit.specpath import set_path
 
@@ -53,6 +54,10 @@ def test_defaults() -> None:
     assert spec.router.type == "builtin"
     assert spec.router.force_header == "X-Dockyard-Variant"
     assert spec.router.replicas == 1 and spec.router.sticky is None
+    # The router's edge: forcing off, 16Mi bodies, 60 s for a variant, no rate limit.
+    assert spec.router.allow_variant_forcing is False and spec.router.limits is None
+    edge = spec.router.effective_limits()
+    assert (edge.effective_max_body_size(), edge.effective_timeout_seconds(), edge.rate_limit) == ("16Mi", 60, None)
     assert spec.alias_refresh_interval == "60s"
     assert spec.variants[0].replicas == 1
     # Unweighted variants default to 1, so they split traffic evenly.
@@ -187,3 +192,13 @@ def test_status_rejects(data: dict[str, Any], loc: tuple[Any, ...]) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         ModelDeploymentStatus.model_validate(data)
     assert loc in [tuple(e["loc"]) for e in info.value.errors()]
+
+
+def test_body_sizes_and_rate_limit_burst() -> None:
+    assert body_size_bytes("16Mi") == 16 * 2**20 and body_size_bytes("512Ki") == 512 * 1024
+    assert body_size_bytes("256Mi") == 256 * 2**20
+    for bad in ("257Mi", "1Gi", "0Mi", "16M", "16mi", "100000Ki", "16Mi\n", "1m; include x"):
+        with pytest.raises(ValueError):
+            body_size_bytes(bad)
+    assert RateLimit(requests_per_second=10).effective_burst() == 10  # one second's worth
+    assert RateLimit(requests_per_second=10, burst=0).effective_burst() == 0

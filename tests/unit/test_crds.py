@@ -357,7 +357,9 @@ def test_defaults_validate_against_their_own_node(kind: str) -> None:
 def test_router_default_expands_to_builtin() -> None:
     spec = {"modelName": "m", "variants": [{"name": "a", "version": "1", "weight": 1}]}
     obj = prune_and_default(root_schema("ModelDeployment"), resource("ModelDeployment", spec))
-    assert obj["spec"]["router"] == {"type": "builtin", "forceHeader": "X-Dockyard-Variant", "replicas": 1}
+    assert obj["spec"]["router"] == {
+        "type": "builtin", "forceHeader": "X-Dockyard-Variant", "allowVariantForcing": False, "replicas": 1
+    }
     assert obj["spec"]["runtime"] == "mlserver"
     assert obj["spec"]["variants"][0]["replicas"] == 1
 

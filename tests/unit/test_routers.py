@@ -3,13 +3,23 @@ VirtualService, SeldonDeployment, and hostile strings (API model and renderer)."
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
 
+import pydantic
 import pytest
 
-from dockyard.api.modeldeployment import IstioRouter, ModelDeploymentSpec, RouterSpec, StickySession, Variant
+from dockyard.api.modeldeployment import (
+    IstioRouter,
+    ModelDeploymentSpec,
+    RateLimit,
+    RouterLimits,
+    RouterSpec,
+    StickySession,
+    Variant,
+)
 from dockyard.config import OperatorConfig
 from dockyard.routers import builtin, gateway, istio, seldon
 from dockyard.routers.common import format_percent, normalise_weights
@@ -125,7 +135,7 @@ def test_render_split_sums_to_100_and_matches_weights() -> None:
 
 
 def test_render_weight_zero_has_no_bucket_but_is_forceable() -> None:
-    spec = spec_of({"main": 9, "dark": 0, "canary": 1})
+    spec = spec_of({"main": 9, "dark": 0, "canary": 1}, allowVariantForcing=True)
     conf = builtin.render_nginx_config(spec, *local(spec))
     assert split_shares(conf) == {"main": 9000, "canary": 1000}
     assert not re.search(r"^\s*0\.00% ", conf, re.M)  # nginx reads 0% as "the rest"
@@ -155,7 +165,7 @@ def test_render_random_by_default_sticky_when_asked() -> None:
 
 
 def test_render_force_header_response_headers_and_paths() -> None:
-    spec = spec_of({"a": 80, "b": 20}, forceHeader="X-Force-Variant")
+    spec = spec_of({"a": 80, "b": 20}, forceHeader="X-Force-Variant", allowVariantForcing=True)
     conf = builtin.render_nginx_config(
         spec,
         *local(spec),
@@ -176,7 +186,7 @@ def test_render_force_header_response_headers_and_paths() -> None:
 
 
 def test_render_map_keywords_are_escaped() -> None:
-    spec = spec_of({"default": 1, "include": 1, "hostnames": 1, "volatile": 1})
+    spec = spec_of({"default": 1, "include": 1, "hostnames": 1, "volatile": 1}, allowVariantForcing=True)
     conf = builtin.render_nginx_config(spec, *local(spec))
     for name in ("default", "include", "hostnames", "volatile"):
         assert f"\\{name} {name};" in conf
@@ -515,7 +525,7 @@ VERSIONS3 = {"a": "1", "b": "2", "dark": "3"}
 
 
 def test_nginx_mirrors_a_share_to_the_shadow_which_never_answers() -> None:
-    spec = shadow_spec({})
+    spec = shadow_spec({"allowVariantForcing": True})
     conf = builtin.render_nginx_config(spec, *local(spec))
     assert split_shares(conf) == {"a": 7500, "b": 2500}  # the shadow's weight 50 is ignored
     # An independent per-request draw (salted by the shadow's name) selects the mirrored share.
@@ -610,7 +620,7 @@ def test_http_route_mirrors_the_shadow() -> None:
 
 
 def test_virtual_service_mirrors_the_shadow_on_every_route() -> None:
-    spec = shadow_spec({"type": "istio"})
+    spec = shadow_spec({"type": "istio", "allowVariantForcing": True})
     (_, vs) = istio.build_router_objects(OWNER, spec, VERSIONS3, CFG)
     routes = vs["spec"]["http"]
     assert [r["name"] for r in routes] == ["force-a", "force-b", "weighted"]  # no force route to a shadow
@@ -637,3 +647,151 @@ def test_seldon_shadow_predictor() -> None:
         update={"shadow": 10})]})
     with pytest.raises(ValueError, match="Seldon mirrors every request"):
         seldon.build_router_objects(OWNER, partial, VERSIONS3, CFG, model_uris=uris)
+
+
+# -- the router's edge: forcing, body size, timeout, rate limit --------------------------------------
+
+
+def error_answers(conf: str) -> dict[int, tuple[dict[str, Any], str]]:
+    """The builtin router's own refusals: status -> (JSON body, with nginx variables left as
+    written, and the whole internal location)."""
+    answers = {}
+    pages = dict(re.findall(r"error_page (\d+) (\S+);", conf))
+    for status, path in pages.items():
+        location = re.search(rf"location = {re.escape(path)} \{{(.*?)\n        \}}", conf, re.S)
+        assert location, path
+        body = location.group(1)
+        assert "internal;" in body and "default_type application/json;" in body
+        returned = re.search(rf"return {status} '(.*)';", body)
+        assert returned, body
+        answers[int(status)] = (json.loads(returned.group(1)), body)
+    return answers
+
+
+def root_location(conf: str) -> str:
+    found = re.search(r"location / \{(.*?)\n        \}", conf, re.S)
+    assert found
+    return found.group(1)
+
+
+def test_edge_defaults_forcing_off_16mi_60s_no_rate_limit() -> None:
+    spec = spec_of({"main": 9, "dark": 0})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert "client_max_body_size 16m;" in conf
+    assert "proxy_read_timeout 60s;" in root_location(conf) and "limit_req" not in conf
+    answers = error_answers(conf)
+    assert sorted(answers) == [403, 413, 502, 504]
+    # The V2 error shape: one "error" string, saying what to change.
+    assert all(list(body) == ["error"] and isinstance(body["error"], str) for body, _ in answers.values())
+    assert "allowVariantForcing" in answers[403][0]["error"]
+    assert "16Mi" in answers[413][0]["error"]
+    assert "60s" in answers[504][0]["error"]
+    # Gateway errors name the variant that was chosen, as its own answers do.
+    assert "add_header X-Dockyard-Variant $dockyard_variant always;" in answers[504][1]
+
+
+def test_edge_limits_are_rendered() -> None:
+    spec = spec_of({"a": 1}, limits={"maxBodySize": "512Ki", "timeoutSeconds": 5,
+                                     "rateLimit": {"requestsPerSecond": 20, "burst": 5}})
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert "client_max_body_size 512k;" in conf  # nginx's k is 1024 bytes
+    root = root_location(conf)
+    assert "proxy_read_timeout 5s;" in root and "proxy_send_timeout 5s;" in root
+    assert re.search(r"limit_req_zone \$binary_remote_addr zone=(\S+):\S+ rate=20r/s;", conf)
+    assert "limit_req zone=dockyard_clients burst=5 nodelay;" in root and "limit_req_status 429;" in root
+    answers = error_answers(conf)
+    assert sorted(answers) == [403, 413, 429, 502, 504]
+    assert "20 requests per second" in answers[429][0]["error"]
+    assert "add_header Retry-After 1 always;" in answers[429][1]
+    assert "512Ki" in answers[413][0]["error"] and "5s" in answers[504][0]["error"]
+
+
+def test_forcing_off_refuses_the_header_before_anything_else() -> None:
+    """The force header is refused before the rate limit counts the request and before any
+    proxying (mirrors included), and nothing maps a forced value to a variant."""
+    spec = spec_of({"main": 9, "dark": 0}, limits={"rateLimit": {"requestsPerSecond": 5}})
+    spec.variants.append(Variant(name="shadow", version="3", shadow=100))
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    root = root_location(conf)
+    assert re.match(r"\s*if \(\$dockyard_force_refused\) \{\s*return 403;\s*\}", root)
+    assert root.index("return 403;") < root.index("limit_req ") < root.index("proxy_pass") < root.index("mirror ")
+    assert re.search(r'map \$http_x_dockyard_variant \$dockyard_force_refused \{\s*"" "";\s*default 1;\s*\}', conf)
+    assert "$dockyard_forced" not in conf
+    # A client cannot name a shadow to the relay either: only the mirror location sets the header.
+    assert 'proxy_set_header X-Dockyard-Shadow "";' in root
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_sticky_never_lands_on_weight_zero(allow: bool) -> None:
+    """The sticky hash picks among weighted buckets only; without forcing, nothing else can pick a
+    variant, so a weight-0 variant has no way in at all."""
+    spec = spec_of({"main": 3, "dark": 0, "canary": 1}, sticky={"header": "X-User-Id"},
+                   allowVariantForcing=allow)
+    conf = builtin.render_nginx_config(spec, *local(spec))
+    assert split_shares(conf) == {"main": 7500, "canary": 2500}
+    routed = re.search(r"map \$dockyard_variant \$dockyard_upstream \{(.*?)\}", conf, re.S)
+    assert routed
+    assert ("dockyard-variant-dark" in routed.group(1)) is allow  # forcing on: reachable by name only
+    if not allow:
+        assert re.search(r"map \$dockyard_split \$dockyard_variant \{\s*default \$dockyard_split;\s*\}", conf)
+
+
+def test_tmp_volume_holds_several_maximal_bodies() -> None:
+    assert builtin.tmp_size_limit(spec_of({"a": 1})) == "256Mi"
+    assert builtin.tmp_size_limit(spec_of({"a": 1}, limits={"maxBodySize": "256Mi"})) == "1024Mi"
+    (_, dep, _) = builtin.build_router_objects(OWNER, spec_of({"a": 1}, limits={"maxBodySize": "100Mi"}),
+                                               {"a": "1"}, CFG)
+    (tmp,) = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp"]
+    assert tmp["emptyDir"]["sizeLimit"] == "400Mi"
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_http_route_never_matches_a_header_and_carries_the_timeout(allow: bool) -> None:
+    spec = spec_of({"a": 1, "dark": 0}, type="gateway", allowVariantForcing=allow, limits={"timeoutSeconds": 7})
+    (route,) = gateway.build_router_objects(OWNER, spec, {"a": "1", "dark": "2"}, CFG)
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert rule["timeouts"] == {"request": "7s"}
+
+
+def test_virtual_service_renders_force_routes_only_when_allowed() -> None:
+    off = spec_of({"a": 1, "dark": 0}, type="istio")
+    (_, vs) = istio.build_router_objects(OWNER, off, {"a": "1", "dark": "2"}, CFG)
+    (weighted,) = vs["spec"]["http"]  # the header picks nothing: one weighted route, without dark
+    assert weighted["name"] == "weighted" and "match" not in weighted
+    assert [d["destination"]["host"] for d in weighted["route"]] == ["iris-a.ml.svc.cluster.local"]
+    assert weighted["timeout"] == "60s"
+    on = spec_of({"a": 1, "dark": 0}, type="istio", allowVariantForcing=True, limits={"timeoutSeconds": 9})
+    (_, vs) = istio.build_router_objects(OWNER, on, {"a": "1", "dark": "2"}, CFG)
+    assert [r["name"] for r in vs["spec"]["http"]] == ["force-a", "force-dark", "weighted"]
+    assert {r["timeout"] for r in vs["spec"]["http"]} == {"9s"}
+
+
+@pytest.mark.parametrize(
+    ("router", "message"),
+    [
+        ({"type": "gateway", "limits": {"maxBodySize": "1Mi"}}, "builtin router only"),
+        ({"type": "istio", "limits": {"rateLimit": {"requestsPerSecond": 1}}}, "builtin router only"),
+        ({"type": "seldon", "limits": {"timeoutSeconds": 5}}, "not supported by router.type seldon"),
+    ],
+)
+def test_limits_a_router_cannot_enforce_are_refused(router: dict[str, Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        spec_of({"a": 1}, **router)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        RouterLimits.model_construct(max_body_size="1m; include /etc/passwd", timeout_seconds=None, rate_limit=None),
+        RouterLimits.model_construct(max_body_size=None, timeout_seconds=0, rate_limit=None),
+        RouterLimits.model_construct(max_body_size=None, timeout_seconds="5s; x", rate_limit=None),
+        RouterLimits.model_construct(max_body_size=None, timeout_seconds=None,
+                                     rate_limit=RateLimit.model_construct(requests_per_second="1r/s", burst=None)),
+    ],
+)
+def test_renderer_rejects_unvalidated_limits(limits: RouterLimits) -> None:
+    spec = spec_of({"a": 1})
+    bypassed = spec.model_copy(update={"router": spec.router.model_copy(update={"limits": limits})})
+    with pytest.raises(ValueError, match="refusing"):
+        builtin.render_nginx_config(bypassed, *local(bypassed))

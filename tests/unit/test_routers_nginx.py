@@ -66,6 +66,18 @@ SPECS = {
         ]
     },
     "ten-variants": {"variants": [{"name": f"v{i}", "version": str(i + 1), "weight": i} for i in range(10)]},
+    "edge-limits": {  # forcing on, every limit at its maximum
+        "variants": [{"name": "a", "version": "1", "weight": 1}, {"name": "dark", "version": "2", "weight": 0}],
+        "router": {
+            "allowVariantForcing": True,
+            "limits": {"maxBodySize": "256Mi", "timeoutSeconds": 3600,
+                       "rateLimit": {"requestsPerSecond": 100000, "burst": 0}},
+        },
+    },
+    "edge-rate-limit-shadow": {  # forcing off (403 before limit_req) with a shadow's mirror
+        "variants": [{"name": "a", "version": "1", "weight": 1}, {"name": "s", "version": "2", "shadow": 50}],
+        "router": {"limits": {"maxBodySize": "1Ki", "timeoutSeconds": 1, "rateLimit": {"requestsPerSecond": 1}}},
+    },
     "shadows": {  # two shadows (a share and all), a map-keyword name: mirror locations and the relay
         "variants": [
             {"name": "a", "version": "1", "weight": 1},

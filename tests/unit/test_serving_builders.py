@@ -306,7 +306,7 @@ def test_golden_gateway_seldon_runtime() -> None:
 
 def test_golden_istio() -> None:
     spec = make_spec(
-        router={"type": "istio"},
+        router={"type": "istio", "allowVariantForcing": True, "limits": {"timeoutSeconds": 30}},
         variants=[
             {"name": "a", "version": "1", "weight": 1},
             {"name": "b", "version": "2", "weight": 1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -152,8 +153,85 @@ class IstioRouter(ApiModel):
     )
 
 
+# The request body limit: a Kubernetes-style binary quantity, 1Ki-99999Ki or 1Mi-256Mi (the
+# router buffers bodies above 16Ki to its /tmp volume, sized from this limit).
+BODY_SIZE = r"^([1-9][0-9]{0,4}Ki|([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-6])Mi)$"
+DEFAULT_MAX_BODY_SIZE = "16Mi"
+DEFAULT_TIMEOUT_SECONDS = 60
+EDGE_BUILTIN_ONLY_MESSAGE = (
+    "router.limits.maxBodySize and router.limits.rateLimit are enforced by the builtin router only"
+)
+EDGE_SELDON_TIMEOUT_MESSAGE = "router.limits.timeoutSeconds is not supported by router.type seldon"
+
+
+def body_size_bytes(quantity: str) -> int:
+    """``16Mi`` -> 16777216 (the two suffixes BODY_SIZE allows)."""
+    if not isinstance(quantity, str) or not re.fullmatch(BODY_SIZE.strip("^$"), quantity):
+        raise ValueError(f"refusing body size {quantity!r}: expected 1Ki-99999Ki or 1Mi-256Mi")
+    return int(quantity[:-2]) * (1024 if quantity.endswith("Ki") else 1024 * 1024)
+
+
+class RateLimit(ApiModel):
+    """A per-client request rate limit (builtin router), keyed by the client's address."""
+
+    requests_per_second: int = Field(
+        ge=1, le=100000, description="Sustained requests per second allowed from one client address."
+    )
+    burst: int | None = Field(
+        default=None,
+        ge=0,
+        le=100000,
+        description="Requests above the rate a client may send at once before it gets 429 "
+        "(default: requestsPerSecond, one second's worth).",
+    )
+
+    def effective_burst(self) -> int:
+        return self.requests_per_second if self.burst is None else self.burst
+
+
+class RouterLimits(ApiModel):
+    """The router's edge: what a client request may be, and how long a variant may take.
+    Refusals answer with a JSON body in the V2 error shape, {"error": "..."}."""
+
+    max_body_size: str | None = Field(
+        default=None,
+        pattern=BODY_SIZE,
+        max_length=8,
+        description=f"Largest request body accepted, 1Ki-99999Ki or 1Mi-256Mi (default {DEFAULT_MAX_BODY_SIZE}); "
+        "a larger one is refused with 413. Builtin router only.",
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=3600,
+        description=f"How long a variant may take to answer (default {DEFAULT_TIMEOUT_SECONDS}); then the "
+        "client gets 504. Builtin: the longest wait for the next bytes of the answer; gateway and "
+        "istio: the whole request.",
+    )
+    rate_limit: RateLimit | None = Field(
+        default=None,
+        description="Per-client rate limit (builtin router); requests beyond it get 429. Off by default.",
+    )
+
+    def effective_max_body_size(self) -> str:
+        return DEFAULT_MAX_BODY_SIZE if self.max_body_size is None else self.max_body_size
+
+    def effective_timeout_seconds(self) -> int:
+        # `is None`, not `or`: an unvalidated 0 must reach the renderers' checks, not become 60.
+        return DEFAULT_TIMEOUT_SECONDS if self.timeout_seconds is None else self.timeout_seconds
+
+
 class RouterSpec(ApiModel):
     """How live traffic is split between variants."""
+
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
+            cel("!has(self.limits) || (!has(self.limits.maxBodySize) && !has(self.limits.rateLimit))"
+                " || !has(self.type) || self.type == 'builtin'", EDGE_BUILTIN_ONLY_MESSAGE, ".limits"),
+            cel("!has(self.limits) || !has(self.limits.timeoutSeconds) || !has(self.type) || self.type != 'seldon'",
+                EDGE_SELDON_TIMEOUT_MESSAGE, ".limits.timeoutSeconds"),
+        )
+    )
 
     type: Literal["builtin", "gateway", "istio", "seldon"] = Field(
         default="builtin",
@@ -164,11 +242,43 @@ class RouterSpec(ApiModel):
         default="X-Dockyard-Variant",
         pattern=HEADER_NAME,
         max_length=64,
-        description="Request header that forces a variant by name, for testing (builtin router).",
+        description="Request header that forces a variant by name, for testing (builtin and istio "
+        "routers); honoured only with allowVariantForcing.",
+    )
+    allow_variant_forcing: bool = Field(
+        default=False,
+        description="Let clients pick a variant (weight 0 included) with forceHeader. Off by default: the "
+        "builtin router then refuses a request carrying forceHeader with 403, and istio renders no "
+        "force routes.",
     )
     gateway: GatewayRouter | None = Field(default=None, description="Gateway API settings.")
     istio: IstioRouter | None = Field(default=None, description="Istio settings.")
     replicas: int = Field(default=1, ge=1, le=20, description="Replicas of the builtin nginx router.")
+    limits: RouterLimits | None = Field(
+        default=None,
+        description="The router's edge: body size limit, variant timeout, per-client rate limit.",
+    )
+
+    @model_validator(mode="after")
+    def _edge_fits_the_router(self) -> RouterSpec:
+        problem = self.edge_problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def edge_problem(self) -> str | None:
+        """Why spec.router.limits does not fit router.type (mirror of the CEL rules), or None."""
+        limits = self.limits
+        if limits is None:
+            return None
+        if self.type != "builtin" and (limits.max_body_size is not None or limits.rate_limit is not None):
+            return EDGE_BUILTIN_ONLY_MESSAGE
+        if self.type == "seldon" and limits.timeout_seconds is not None:
+            return EDGE_SELDON_TIMEOUT_MESSAGE
+        return None
+
+    def effective_limits(self) -> RouterLimits:
+        return self.limits or RouterLimits()
 
 
 class ModelDeploymentSpec(ApiModel):

@@ -14,10 +14,14 @@ How a request is routed (the rendered config is the reference):
    by largest remainder (exactly 10000 units); every positive share but the last is written
    as a percentage, the last as ``*`` so the buckets cover the whole hash space with no gap.
    Weight-0 variants get no bucket (nginx reads ``0%`` as "the rest", so it is never written).
-3. Force header (``spec.router.forceHeader``, default ``X-Dockyard-Variant``): a value that is
-   exactly a variant name (case-insensitive) routes to that variant, weight 0 included;
-   any other value is ignored and the request is split as usual. A shadow variant's name is
-   "any other value": a shadow never answers a client (call its own Service to test it).
+3. Force header (``spec.router.forceHeader``, default ``X-Dockyard-Variant``). Only with
+   ``spec.router.allowVariantForcing: true`` (off by default): a value that is exactly a
+   variant name (case-insensitive) routes to that variant, weight 0 included; any other value
+   is ignored and the request is split as usual. A shadow variant's name is "any other
+   value": a shadow never answers a client (call its own Service to test it). With forcing
+   off there is no force map at all: a request that carries the header (any non-empty value)
+   is refused with 403 and a JSON error, before it is rate-limited or proxied, so the header
+   can never reach a variant, and the variant is always the split's draw (weight > 0).
 4. The response carries ``X-Dockyard-Variant``, ``X-Dockyard-Model-Version`` (and
    ``X-Dockyard-Model``), set by the router even on errors; same-named headers from the
    backend are dropped first so a backend cannot spoof them.
@@ -34,6 +38,14 @@ How a request is routed (the rendered config is the reference):
    subrequest, discarding the answer. Clients wait for the relay's acknowledgement (a local
    round trip), never for the shadow.
 
+6. The edge (``spec.router.limits``): bodies above ``maxBodySize`` get 413, clients above
+   ``rateLimit`` (``limit_req`` keyed by the client address, ``nodelay``) get 429, a variant
+   silent for ``timeoutSeconds`` gets the client 504, an unreachable one 502. Each of these
+   nginx-made answers goes through ``error_page`` to an internal location that returns
+   ``{"error": "..."}`` as ``application/json`` (the V2 inference protocol's error shape); a
+   variant's own error answers pass through untouched (no ``proxy_intercept_errors``). The
+   client ``X-Dockyard-Shadow`` header is dropped from live requests: only the relay sets it.
+
 Every user-derived string is validated by the API models and checked again here against a
 strict pattern (``ValueError`` on mismatch). ``map`` keys are written with a leading
 backslash so a variant called ``default``, ``include``, ``hostnames`` or ``volatile`` is a
@@ -42,10 +54,11 @@ plain key, not an nginx map keyword.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..api.modeldeployment import ModelDeploymentSpec
+from ..api.modeldeployment import ModelDeploymentSpec, body_size_bytes
 from ..builders.pods import drain_lifecycle
 from ..config import OperatorConfig
 from ..labels import (
@@ -94,8 +107,20 @@ CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_KEY}"
 # (they would try to rewrite /etc/nginx on a read-only root filesystem).
 NGINX_UID = 101
 HEALTH_PATH = "/healthz"
-# Inference payloads (V2 JSON tensors) are larger than nginx's 1 MiB default.
-CLIENT_MAX_BODY_SIZE = "32m"
+# How long a client may take to send its request line and headers, and between two reads of
+# its body (nginx's defaults are 60 s each; a slow client holds a connection that long).
+CLIENT_HEADER_TIMEOUT = "10s"
+CLIENT_BODY_TIMEOUT = "30s"
+PROXY_CONNECT_TIMEOUT = "5s"
+# The per-client rate limit's shared zone (all workers): 10 MB keeps ~160,000 client addresses.
+RATE_ZONE = "dockyard_clients"
+RATE_ZONE_SIZE = "10m"
+# Internal locations of the JSON error answers (a client request to one gets 404).
+ERROR_PATH_PREFIX = "/_dockyard/error/"
+# The router Pod's /tmp (emptyDir) holds request bodies above nginx's 16 KiB buffer while they
+# are proxied: room for this many bodies of the maximal size, and never less than the base.
+TMP_SIZE_BASE_MIB = 256
+TMP_BODIES = 4
 UPSTREAM_KEEPALIVE = 32
 # nginx must drop an idle upstream connection before the model server does (MLServer/uvicorn
 # after 5 s, seldon-core/gunicorn after 2 s): a POST sent on a connection the server is
@@ -138,6 +163,31 @@ def _mirror_location(variant: str) -> str:
     return f"{MIRROR_PATH_PREFIX}{require_variant_name(variant)}"
 
 
+def nginx_size(quantity: str) -> str:
+    """``16Mi`` -> ``16m``, ``512Ki`` -> ``512k`` (nginx's k/m are binary)."""
+    body_size_bytes(quantity)  # validates
+    return quantity[:-2] + ("k" if quantity.endswith("Ki") else "m")
+
+
+def tmp_size_limit(spec: ModelDeploymentSpec) -> str:
+    """sizeLimit of the router Pod's /tmp: TMP_BODIES maximal bodies, at least the base."""
+    body = body_size_bytes(spec.router.effective_limits().effective_max_body_size())
+    mib = -(-TMP_BODIES * body // (1024 * 1024))
+    return f"{max(TMP_SIZE_BASE_MIB, mib)}Mi"
+
+
+def _error_location(status: int) -> str:
+    return f"{ERROR_PATH_PREFIX}{status}"
+
+
+def _json_error(message: str) -> str:
+    """A V2 error body for an nginx ``return``: single-quoted; the message holds no quote,
+    backslash or brace of its own (only checked names and numbers go into it)."""
+    if re.search(r"['\"\\{}\n\r]", message):
+        raise ValueError(f"refusing error message {message!r}")
+    return "'{\"error\": \"" + message + "\"}'"
+
+
 def _map_key(value: str) -> str:
     # A leading backslash makes nginx treat the key literally (not as default/include/...).
     return "\\" + value
@@ -170,7 +220,22 @@ def render_nginx_config(
     checked_versions = check_resolved(spec, versions)
     checked_upstreams = {n: require_upstream(upstreams[n]) for n in names}
     model = require_model_name(spec.model_name)
-    force_var = nginx_header_variable(spec.router.force_header)
+    force_header = require_header_name(spec.router.force_header)
+    force_var = nginx_header_variable(force_header)
+    allow_forcing = spec.router.allow_variant_forcing is True
+    limits = spec.router.effective_limits()
+    max_body = limits.effective_max_body_size()
+    body_limit = nginx_size(max_body)
+    timeout = limits.effective_timeout_seconds()
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
+        raise ValueError(f"refusing timeout {timeout!r}")
+    rate = limits.rate_limit
+    if rate is not None:
+        rps, burst = rate.requests_per_second, rate.effective_burst()
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (rps, burst)) or not (
+            1 <= rps <= 100000 and 0 <= burst <= 100000
+        ):
+            raise ValueError(f"refusing rate limit {rps!r}/s burst {burst!r}")
     sticky_header = require_header_name(spec.router.sticky.header) if spec.router.sticky else None
     if not isinstance(listen_port, int) or not 1 <= listen_port <= 65535:
         raise ValueError(f"refusing listen port {listen_port!r}")
@@ -206,7 +271,9 @@ def render_nginx_config(
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         emit(f"    {kind}_temp_path {tmp}/{kind}_temp;")
     emit("    server_tokens off;")
-    emit(f"    client_max_body_size {CLIENT_MAX_BODY_SIZE};")
+    emit(f"    client_max_body_size {body_limit};  # {max_body}")
+    emit(f"    client_header_timeout {CLIENT_HEADER_TIMEOUT};")
+    emit(f"    client_body_timeout {CLIENT_BODY_TIMEOUT};")
     emit("    log_format dockyard '$remote_addr [$time_iso8601] \"$request\" $status $body_bytes_sent '")
     emit("                        'variant=$dockyard_variant version=$dockyard_model_version '")
     emit("                        'rt=$request_time urt=$upstream_response_time rid=$request_id';")
@@ -237,27 +304,41 @@ def render_nginx_config(
     emit("")
 
     # 3. force header
-    emit(f"    # {spec.router.force_header}: a variant name forces that variant; anything else is ignored.")
-    emit(f"    map {force_var} $dockyard_forced {{")
-    emit('        default "";')
-    for n in live:
-        emit(f"        {_map_key(n)} {n};")
-    emit("    }")
+    if allow_forcing:
+        emit(f"    # {force_header}: a variant name forces that variant; anything else is ignored.")
+        emit(f"    map {force_var} $dockyard_forced {{")
+        emit('        default "";')
+        for n in live:
+            emit(f"        {_map_key(n)} {n};")
+        emit("    }")
+        emit("")
+        emit("    map $dockyard_forced $dockyard_variant {")
+        emit('        "" $dockyard_split;')
+        emit("        default $dockyard_forced;")
+        emit("    }")
+    else:
+        emit(f"    # Forcing is off: a request carrying {force_header} is refused (403); the variant is")
+        emit("    # always the split's draw.")
+        emit(f"    map {force_var} $dockyard_force_refused {{")
+        emit('        "" "";')
+        emit("        default 1;")
+        emit("    }")
+        emit("")
+        emit("    map $dockyard_split $dockyard_variant {")
+        emit("        default $dockyard_split;")
+        emit("    }")
     emit("")
-    emit("    map $dockyard_forced $dockyard_variant {")
-    emit('        "" $dockyard_split;')
-    emit("        default $dockyard_forced;")
-    emit("    }")
-    emit("")
+    # Without forcing, only a variant the split can draw (weight > 0) has a route at all.
+    reachable = live if allow_forcing else weighted
     emit("    map $dockyard_variant $dockyard_upstream {")
     emit(f"        default {_upstream_name(default_variant)};")
-    for n in live:
+    for n in reachable:
         emit(f"        {_map_key(n)} {_upstream_name(n)};")
     emit("    }")
     emit("")
     emit("    map $dockyard_variant $dockyard_model_version {")
     emit('        default "";')
-    for n in live:
+    for n in reachable:
         emit(f"        {_map_key(n)} {require_version(checked_versions[n])};")
     emit("    }")
     emit("")
@@ -283,6 +364,10 @@ def render_nginx_config(
         emit("")
         emit("    limit_conn_zone $server_port zone=dockyard_shadow_relay:1m;")
         emit("")
+    if rate is not None:
+        emit(f"    # Per-client rate limit: {rps} requests/s, burst {burst}, by client address.")
+        emit(f"    limit_req_zone $binary_remote_addr zone={RATE_ZONE}:{RATE_ZONE_SIZE} rate={rps}r/s;")
+        emit("")
 
     for n in names:
         emit(f"    upstream {_upstream_name(require_variant_name(n))} {{")
@@ -292,8 +377,23 @@ def render_nginx_config(
         emit("    }")
     emit("")
 
+    # 6. the edge's refusals, as V2 errors
+    errors: dict[int, str] = {}
+    if not allow_forcing:
+        errors[403] = (f"forcing a variant with the {force_header} header is not allowed on this "
+                       "ModelDeployment (spec.router.allowVariantForcing is false)")
+    errors[413] = f"request body too large: this endpoint accepts at most {max_body}"
+    if rate is not None:
+        errors[429] = (f"rate limit exceeded: at most {rps} requests per second per client "
+                       f"(burst {burst}); retry later")
+    errors[502] = "variant $dockyard_variant is unreachable"
+    errors[504] = f"variant $dockyard_variant did not answer within {timeout}s"
+
     emit("    server {")
     emit(f"        listen {listen_port};")
+    emit("")
+    for status in errors:
+        emit(f"        error_page {status} {_error_location(status)};")
     emit("")
     emit(f"        location = {HEALTH_PATH} {{")
     emit("            access_log off;")
@@ -302,19 +402,29 @@ def render_nginx_config(
     emit("        }")
     emit("")
     emit("        location / {")
+    if not allow_forcing:
+        emit("            if ($dockyard_force_refused) {")
+        emit("                return 403;")
+        emit("            }")
+    if rate is not None:
+        # nginx refuses "burst=0"; no burst parameter is a burst of 0.
+        emit(f"            limit_req zone={RATE_ZONE}{f' burst={burst}' if burst else ''} nodelay;")
+        emit("            limit_req_status 429;")
+        emit("            limit_req_log_level warn;")
     emit("            proxy_pass http://$dockyard_upstream;")
     emit("            proxy_http_version 1.1;")
     emit('            proxy_set_header Connection "";')
     emit("            proxy_set_header Host $host;")
     emit("            proxy_set_header X-Request-Id $request_id;")
     emit("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+    emit(f'            proxy_set_header {SHADOW_REQUEST_HEADER} "";  # only the relay names a shadow')
     # A POST that fails on a kept-alive connection the server has just closed is retried once
     # on a new one (nginx retries a cached connection's error only with non_idempotent); an
     # inference request has no side effects.
     emit("            proxy_next_upstream error non_idempotent;")
-    emit("            proxy_connect_timeout 5s;")
-    emit("            proxy_read_timeout 120s;")
-    emit("            proxy_send_timeout 120s;")
+    emit(f"            proxy_connect_timeout {PROXY_CONNECT_TIMEOUT};")
+    emit(f"            proxy_read_timeout {timeout}s;")
+    emit(f"            proxy_send_timeout {timeout}s;")
     for n, _ in shadows:
         emit(f"            mirror {_mirror_location(n)};")
     if shadows:
@@ -346,6 +456,18 @@ def render_nginx_config(
         emit("            proxy_next_upstream off;")
         for t in ("connect", "send", "read"):
             emit(f"            proxy_{t}_timeout {RELAY_TIMEOUT};")
+        emit("        }")
+    for status, message in errors.items():
+        emit("")
+        emit(f"        location = {_error_location(status)} {{")
+        emit("            internal;")
+        emit("            default_type application/json;")
+        if status in (502, 504):  # a variant was chosen: say which, as on its own answers
+            emit(f"            add_header {VARIANT_RESPONSE_HEADER} $dockyard_variant always;")
+            emit(f"            add_header {VERSION_RESPONSE_HEADER} $dockyard_model_version always;")
+        if status == 429:
+            emit("            add_header Retry-After 1 always;")
+        emit(f"            return {status} {_json_error(message)};")
         emit("        }")
     if shadows:
         emit("    }")
@@ -509,7 +631,7 @@ def build_router_objects(
                     "volumes": [
                         {"name": "config", "configMap": {"name": name, "items": [
                             {"key": CONFIG_KEY, "path": CONFIG_KEY}]}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size_limit(spec)}},
                     ],
                 },
             },

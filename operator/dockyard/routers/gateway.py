@@ -8,7 +8,11 @@ percentage (Extended support in Gateway API: the Gateway implementation must sup
 mirroring, and fractional percentages are not used). The user-facing address is the Gateway's (``parentRefs``
 and ``hostnames`` come from ``spec.router.gateway``). The force header and the variant
 response header are builtin-router features: per-backend filters are only "extended" support
-in Gateway API, so they are not emitted here.
+in Gateway API, so they are not emitted here: no request header can pick a variant, whatever
+``allowVariantForcing`` says. The rule carries ``timeouts.request`` =
+``spec.router.limits.timeoutSeconds`` (default 60 s): the whole request, from the Gateway's
+point of view (Standard in Gateway API since v1.2; implementations answer 504). A body size
+limit and a per-client rate limit have no HTTPRoute field; the API refuses them for this router.
 """
 
 from __future__ import annotations
@@ -63,9 +67,13 @@ def build_http_route(
         }
         for v in live_variants(spec)
     ]
+    timeout = spec.router.effective_limits().effective_timeout_seconds()
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
+        raise ValueError(f"refusing timeout {timeout!r}")
     rule: dict[str, Any] = {
         "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
         "backendRefs": backend_refs,
+        "timeouts": {"request": f"{timeout}s"},
     }
     mirrors = [
         {

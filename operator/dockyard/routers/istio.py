@@ -7,15 +7,21 @@ client's sidecar to intercept the call, and the sidecar then applies this Virtua
 (default host: that Service). Without a sidecar the Service alone balances by pod count, not
 by weight - the weights need the mesh.
 
-Routes, in order: one route per live variant when the force header (lowercased; Istio matches
-lowercase header names) equals the variant name, then the weighted route. Shadow variants get
+Routes, in order: with ``spec.router.allowVariantForcing`` only (off by default), one route per
+live variant when the force header (lowercased; Istio matches lowercase header names) equals
+the variant name; then the weighted route. Without forcing there are no force routes, so the
+header is ignored (Envoy forwards it; it picks nothing) and only the weighted route, which lists
+no weight-0 variant, remains. Every route carries ``timeout`` =
+``spec.router.limits.timeoutSeconds`` (default 60 s; the whole request, Envoy answers 504). Body
+size limits and per-client rate limits need Envoy filters (EnvoyFilter, or Istio's
+rate-limit service), not VirtualService fields: the API refuses them for this router. Shadow variants get
 no route of their own: every route carries ``mirrors`` (the v1 list form, one entry per shadow,
 so several shadows work) with ``percentage.value`` = the shadow percentage; Envoy discards
 the mirrored responses. Istio weights are
 integers: the spec weights are normalised to whole percent summing to exactly 100 (largest
 remainder, every positive weight at least 1); weight-0 variants are left out of the
-weighted route but keep their force route. Each destination sets ``X-Dockyard-Variant`` and
-``X-Dockyard-Model-Version`` on the response.
+weighted route but keep their force route (when forcing is allowed). Each destination sets
+``X-Dockyard-Variant`` and ``X-Dockyard-Model-Version`` on the response.
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ def build_virtual_service(
         for name, percent in shadow_variants(spec)
     ]
     live = live_variants(spec)
+    timeout = spec.router.effective_limits().effective_timeout_seconds()
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
+        raise ValueError(f"refusing timeout {timeout!r}")
     http: list[dict[str, Any]] = [
         {
             "name": f"force-{v.name}",
@@ -100,11 +109,14 @@ def build_virtual_service(
             "route": [destination(v.name)],
         }
         for v in live
+        if spec.router.allow_variant_forcing is True
     ]
     http.append({
         "name": "weighted",
         "route": [{**destination(v.name), "weight": shares[v.name]} for v in live if shares[v.name] > 0],
     })
+    for route in http:
+        route["timeout"] = f"{timeout}s"
     if mirrors:
         for route in http:
             route["mirrors"] = copy.deepcopy(mirrors)  # no shared objects (YAML anchors in dumps)
