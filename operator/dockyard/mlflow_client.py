@@ -15,6 +15,7 @@ so an outage is visible in status at once.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -80,15 +81,15 @@ class MlflowClient:
             await self._session.close()
 
     async def _call(self, method: str, endpoint: str, operation: str, *, params: dict[str, Any] | None = None,
-                    body: dict[str, Any] | None = None) -> dict[str, Any]:
+                    body: dict[str, Any] | None = None, api: str = "2.0") -> dict[str, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        url = f"{self.tracking_uri}/api/2.0/mlflow/{endpoint}"
+        url = f"{self.tracking_uri}/api/{api}/mlflow/{endpoint}"
         try:
             async with self._session.request(method, url, params=params, json=body) as resp:
-                payload: dict[str, Any] = {}
+                text = await resp.text()
                 try:
-                    payload = await resp.json(content_type=None) or {}
+                    payload: dict[str, Any] = json.loads(text) or {} if text else {}
                 except ValueError:
                     payload = {}
                 if resp.status >= 500:
@@ -96,7 +97,8 @@ class MlflowClient:
                     raise MlflowUnavailable(f"MLflow {operation}: HTTP {resp.status}")
                 if resp.status >= 400:
                     code = str(payload.get("error_code", ""))
-                    message = str(payload.get("message", ""))[:500]
+                    # basic-auth's 401/403 answer in plain text ("Permission denied").
+                    message = str(payload.get("message") or text.strip())[:500]
                     if resp.status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
                         raise MlflowNotFound(resp.status, code, message)
                     metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
@@ -116,23 +118,26 @@ class MlflowClient:
             return False
 
     # -- experiments and runs ---------------------------------------------------------
-    async def ensure_experiment(self, name: str, *, likely_new: bool = False) -> tuple[str, bool]:
-        """(experiment id, whether this call created it). `likely_new` tries create first."""
+    async def ensure_experiment(self, name: str, *, likely_new: bool = False,
+                                tags: dict[str, str] | None = None) -> Experiment:
+        """The experiment called `name`, created (with `tags`) when missing. `likely_new`
+        tries create first."""
         if not likely_new:
             try:
                 data = await self._call("GET", "experiments/get-by-name", "get_experiment",
                                         params={"experiment_name": name})
-                return str(data["experiment"]["experiment_id"]), False
+                return _experiment(data["experiment"], created=False)
             except MlflowNotFound:
                 pass
         try:
-            data = await self._call("POST", "experiments/create", "create_experiment", body={"name": name})
-            return str(data["experiment_id"]), True
+            data = await self._call("POST", "experiments/create", "create_experiment",
+                                    body={"name": name, "tags": _tag_list(tags or {})})
+            return Experiment(str(data["experiment_id"]), created=True, tags=dict(tags or {}))
         except MlflowError as exc:
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
         data = await self._call("GET", "experiments/get-by-name", "get_experiment", params={"experiment_name": name})
-        return str(data["experiment"]["experiment_id"]), False
+        return _experiment(data["experiment"], created=False)
 
     async def find_run(self, experiment_id: str, tags: dict[str, str]) -> str | None:
         """The run carrying all these tags, if one exists (oldest first, for determinism)."""
@@ -160,7 +165,7 @@ class MlflowClient:
                 "experiment_id": experiment_id,
                 "run_name": run_name,
                 "start_time": int(time.time() * 1000),
-                "tags": [{"key": k, "value": v} for k, v in tags.items()],
+                "tags": _tag_list(tags),
             },
         )
         return str(data["run"]["info"]["run_id"])
@@ -195,12 +200,20 @@ class MlflowClient:
         await self._call("POST", "runs/set-tag", "set_run_tag", body={"run_id": run_id, "key": key, "value": value})
 
     # -- registry ---------------------------------------------------------------------
-    async def ensure_registered_model(self, name: str) -> None:
+    async def ensure_registered_model(self, name: str, tags: dict[str, str] | None = None) -> dict[str, str]:
+        """Create the registered model (with `tags`) unless it exists; its tags either way."""
         try:
-            await self._call("POST", "registered-models/create", "create_registered_model", body={"name": name})
+            await self._call("POST", "registered-models/create", "create_registered_model",
+                             body={"name": name, "tags": _tag_list(tags or {})})
+            return dict(tags or {})
         except MlflowError as exc:
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        return await self.registered_model_tags(name)
+
+    async def registered_model_tags(self, name: str) -> dict[str, str]:
+        data = await self._call("GET", "registered-models/get", "get_registered_model", params={"name": name})
+        return {t["key"]: t.get("value", "") for t in data["registered_model"].get("tags", [])}
 
     async def find_version_by_run(self, name: str, run_id: str) -> VersionInfo | None:
         filt = f"name = {_quote_filter(name)} and run_id = {_quote_filter(run_id)}"
@@ -252,6 +265,49 @@ class MlflowClient:
                 return None
             raise
         return str(data["model_version"]["version"])
+
+
+    # -- users and permissions (MLflow's basic-auth app; the caller must be an admin) ------
+    async def user_exists(self, username: str) -> bool:
+        try:
+            await self._call("GET", "users/get", "get_user", params={"username": username})
+        except MlflowNotFound:
+            return False
+        return True
+
+    async def create_user(self, username: str, password: str) -> None:
+        await self._call("POST", "users/create", "create_user", body={"username": username, "password": password})
+
+    async def set_user_password(self, username: str, password: str) -> None:
+        await self._call("PATCH", "users/update-password", "update_user_password",
+                         body={"username": username, "password": password})
+
+    async def grant(self, username: str, resource_type: str, resource_id: str, permission: str) -> None:
+        """Grant `permission` (READ, EDIT, MANAGE...) on one resource; a grant that already
+        exists counts as done (MLflow refuses to grant twice)."""
+        try:
+            await self._call("POST", "users/permissions/grant", "grant_permission", api="3.0", body={
+                "username": username, "resource_type": resource_type,
+                "resource_id": resource_id, "permission": permission})
+        except MlflowError as exc:
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+
+@dataclass
+class Experiment:
+    experiment_id: str
+    created: bool  # by the call that returned it
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _experiment(raw: dict[str, Any], *, created: bool) -> Experiment:
+    tags = {t["key"]: t.get("value", "") for t in raw.get("tags", [])}
+    return Experiment(str(raw["experiment_id"]), created=created, tags=tags)
+
+
+def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in tags.items()]
 
 
 def _version(raw: dict[str, Any]) -> VersionInfo:

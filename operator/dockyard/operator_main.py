@@ -26,6 +26,7 @@ from .kube import Credentials, KubeClient, kopf_login
 from .labels import MANAGED_BY
 from .leader import LeaderElector, LeaseConfig
 from .mlflow_client import MlflowClient
+from .registry_access import WorkloadCredentials
 
 log = logging.getLogger("dockyard")
 
@@ -68,8 +69,9 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
         for group, plural in CHILD_RESOURCES:
             settings.watching.label_selectors[group, plural] = CHILD_SELECTOR
         kube = KubeClient(credentials)
-        ctx = Context(kube=kube, mlflow=MlflowClient(cfg.mlflow_tracking_uri), cfg=cfg, cache=Cache(),
-                      queue=WorkQueue(), events=EventRecorder(kube))
+        mlflow = MlflowClient(cfg.mlflow_tracking_uri)
+        ctx = Context(kube=kube, mlflow=mlflow, cfg=cfg, cache=Cache(), queue=WorkQueue(), events=EventRecorder(kube),
+                      registry=WorkloadCredentials(kube, mlflow, enabled=cfg.mlflow_workload_credentials))
         # Every replica watches and caches; only the Lease holder's workers reconcile.
         elector = LeaderElector(kube, lease) if lease is not None else None
         runtime = Runtime(ctx, namespaces=list(namespaces), resync_seconds=cfg.resync_seconds,

@@ -69,6 +69,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "allowedHosts": ["mlflow.example.com"],
             "extraArgs": ["--gunicorn-opts=--timeout=120"],
             "persistence": {"existingClaim": "mlflow-data"},
+            "auth": {"existingSecret": "mlflow-admins", "defaultPermission": "NO_PERMISSIONS"},
         },
         "metrics": {"service": {"enabled": False}, "grafanaDashboard": {"enabled": False}},
     },

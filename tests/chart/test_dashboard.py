@@ -125,4 +125,4 @@ def test_dashboard_configmap() -> None:
     assert DASHBOARD["uid"] and DASHBOARD["title"] == "Dockyard"
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
-    assert not find(render(SCENARIOS["everything-else"]), "ConfigMap")
+    assert not find(render(SCENARIOS["everything-else"]), "ConfigMap", "dy-grafana-dashboard")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+
 import kubernetes_validate
 import pytest
 from kubernetes_validate import utils as kv_utils
 
-from .chartlib import CHART, NAMESPACE, SCENARIOS, chart_crds, find, one, render, render_files
+from .chartlib import CHART, NAMESPACE, ROOT, SCENARIOS, chart_crds, find, one, render, render_files
 
 helm_python = pytest.importorskip("helm_python")
 
@@ -151,6 +153,8 @@ def test_default_render_has_the_expected_objects() -> None:
             "Deployment/dockyard-mlflow",
             "NetworkPolicy/dockyard-operator",
             "NetworkPolicy/dockyard-mlflow",
+            "Secret/dockyard-mlflow-auth",
+            "ConfigMap/dockyard-mlflow-auth",
         ]
     )
     for obj in objects:
@@ -200,7 +204,11 @@ def test_operator_deployment_defaults() -> None:
     assert env["DOCKYARD_WORKLOAD_SERVICE_ACCOUNT"] == ""  # namespace default SA in cluster scope
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert "DOCKYARD_MLFLOW_CREDENTIALS_SECRET" not in env
-    assert "MLFLOW_TRACKING_PASSWORD" not in env
+    # The operator's own MLflow user of the embedded (authenticated) MLflow, from the Secret.
+    assert env["MLFLOW_TRACKING_USERNAME"] == "dockyard-operator"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {
+        "secretKeyRef": {"name": "dockyard-mlflow-auth", "key": "operator-password"}}
+    assert env["DOCKYARD_MLFLOW_WORKLOAD_CREDENTIALS"] == "true"
     assert container["image"] == "ghcr.io/dockyard-dev/dockyard-operator:0.1.0"
 
 
@@ -235,7 +243,7 @@ def test_embedded_mlflow() -> None:
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["fsGroup"] == 1000
     (container,) = spec["containers"]
-    assert container["image"] == "ghcr.io/mlflow/mlflow:v3.17.2"
+    assert container["image"] == "ghcr.io/mlflow/mlflow:v3.17.2-full"
     assert container["command"] == ["mlflow"]
     args = container["args"]
     assert args[0] == "server"
@@ -258,6 +266,53 @@ def test_embedded_mlflow() -> None:
     assert svc["spec"]["ports"][0]["port"] == 5000
     pvc = one(objects, "PersistentVolumeClaim", "dockyard-mlflow")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_embedded_mlflow_authenticates_by_default() -> None:
+    """Default values: the basic-auth app, its users' passwords only in a generated Secret
+    (kept on uninstall), the auth store on the PVC next to the tracking store."""
+    objects = render()
+    spec = one(objects, "Deployment", "dockyard-mlflow")["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    (bootstrap,) = spec["initContainers"]
+    assert "--app-name=basic-auth" in server["args"]
+    assert bootstrap["command"] == ["python", "/etc/mlflow-auth/bootstrap.py"]
+    assert bootstrap["image"] == server["image"]
+    secret = one(objects, "Secret", "dockyard-mlflow-auth")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert set(secret["data"]) == {"admin-username", "admin-password", "operator-password", "flask-secret-key"}
+    assert base64.b64decode(secret["data"]["admin-username"]).decode() == "admin"
+    for key in ("admin-password", "operator-password"):
+        assert len(base64.b64decode(secret["data"][key])) >= 32
+    for container in (server, bootstrap):
+        env = {e["name"]: e for e in container["env"]}
+        for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "dockyard-mlflow-auth", name
+            assert "value" not in env[name]
+        assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    assert {e["name"]: e for e in bootstrap["env"]}["MLFLOW_OPERATOR_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "dockyard-mlflow-auth", "key": "operator-password"}}
+    ini = one(objects, "ConfigMap", "dockyard-mlflow-auth")["data"]["basic_auth.ini"]
+    assert "default_permission = READ" in ini and "database_uri = sqlite:////mlflow/basic_auth.db" in ini
+    chart_script = (ROOT / "charts" / "dockyard" / "files" / "mlflow-auth-bootstrap.py").read_text()
+    assert one(objects, "ConfigMap", "dockyard-mlflow-auth")["data"]["bootstrap.py"].strip() == chart_script.strip()
+
+
+def test_mlflow_auth_existing_secret_and_off() -> None:
+    objects = render({"mlflow": {"auth": {"existingSecret": "my-mlflow-admins"}}})
+    assert not find(objects, "Secret")
+    operator_env = {e["name"]: e for e in one(objects, "Deployment", "dockyard-operator")["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    assert operator_env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "my-mlflow-admins"
+    off = render({"mlflow": {"auth": {"enabled": False}}})
+    assert not find(off, "Secret") and not find(off, "ConfigMap", "dockyard-mlflow-auth")
+    spec = one(off, "Deployment", "dockyard-mlflow")["spec"]["template"]["spec"]
+    assert "initContainers" not in spec and "--app-name=basic-auth" not in spec["containers"][0]["args"]
+    operator_env = {e["name"] for e in one(off, "Deployment", "dockyard-operator")["spec"]["template"][
+        "spec"]["containers"][0]["env"]}
+    assert not operator_env & {"MLFLOW_TRACKING_PASSWORD", "DOCKYARD_MLFLOW_WORKLOAD_CREDENTIALS"}
+    (secrets_rule,) = [r for r in one(off, "ClusterRole")["rules"] if "secrets" in r["resources"]]
+    assert secrets_rule["verbs"] == ["get"]
 
 
 def test_external_mlflow_replaces_the_embedded_server() -> None:

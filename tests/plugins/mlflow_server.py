@@ -7,6 +7,12 @@ Fixtures:
                   stopped gets it restarted right after that test.
   mlflow_uri      function-scoped shortcut: the running server's URI.
 
+  mlflow_auth_server
+                  session-scoped, started on first use; an :class:`MlflowServer` running
+                  MLflow's basic-auth app exactly as the chart's embedded MLflow does (the
+                  chart's ini settings and its bootstrap script, charts/dockyard/files/), with
+                  generated admin and operator passwords in ``.auth``.
+
 Environment: DOCKYARD_TEST_MLFLOW_URI=http://... uses an external server instead (stop/start
 then raise).
 """
@@ -14,6 +20,7 @@ then raise).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -21,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,29 @@ import requests
 from tests.processes import stop_process
 
 VENV_BIN = Path(sys.executable).parent
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "dockyard" / "files"
+OPERATOR_USER = "dockyard-operator"  # the chart's values.mlflow.auth.operatorUsername default
+
+
+@dataclass(frozen=True)
+class AuthUsers:
+    """The two admin users the chart's Secret holds (see mlflow-auth-bootstrap.py)."""
+
+    admin_password: str
+    operator_password: str
+    flask_secret_key: str
+    admin_username: str = "admin"
+    operator_username: str = OPERATOR_USER
+
+    @classmethod
+    def generate(cls) -> AuthUsers:
+        return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(32))
+
+    def operator_env(self) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_USERNAME": self.operator_username, "MLFLOW_TRACKING_PASSWORD": self.operator_password}
+
+    def admin(self) -> tuple[str, str]:
+        return self.admin_username, self.admin_password
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -41,8 +72,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 class MlflowServer:
     """One `mlflow server` process; restartable on the same port with the same data."""
 
-    def __init__(self, root: Path, port: int | None = None, *, workers: int = 1, host: str = "127.0.0.1") -> None:
+    def __init__(self, root: Path, port: int | None = None, *, workers: int = 1, host: str = "127.0.0.1",
+                 auth: AuthUsers | None = None) -> None:
         self.root = root
+        self.auth = auth
         self.host = host
         self.port = port or free_port(host)
         self.workers = workers
@@ -74,7 +107,24 @@ class MlflowServer:
             "--serve-artifacts",
             "--workers",
             str(self.workers),
+            *(["--app-name", "basic-auth"] if self.auth else []),
         ]
+
+    def auth_env(self) -> dict[str, str]:
+        """What the chart's MLflow Pod gets from its ConfigMap and Secret."""
+        if self.auth is None:
+            return {}
+        ini = self.root / "basic_auth.ini"
+        ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.root}/basic_auth.db\n"
+                       f"admin_username = {self.auth.admin_username}\n")
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.auth.flask_secret_key,
+            "MLFLOW_AUTH_ADMIN_USERNAME": self.auth.admin_username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.auth.admin_password,
+            "MLFLOW_OPERATOR_USERNAME": self.auth.operator_username,
+            "MLFLOW_OPERATOR_PASSWORD": self.auth.operator_password,
+        }
 
     def start(self, timeout: float = 90.0) -> None:
         if self.external:
@@ -89,6 +139,12 @@ class MlflowServer:
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         env.setdefault("DO_NOT_TRACK", "true")
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            env.pop(key, None)
+        env.update(self.auth_env())
+        if self.auth is not None:  # the chart's init container, then the server
+            subprocess.run([sys.executable, str(CHART_FILES / "mlflow-auth-bootstrap.py")], cwd=self.root, env=env,
+                           stdout=self._log, stderr=subprocess.STDOUT, check=True, timeout=120)
         self.proc = subprocess.Popen(
             self.command(),
             cwd=self.root,
@@ -181,6 +237,21 @@ def mlflow_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
         return
     if not (VENV_BIN / "mlflow").exists() and shutil.which("mlflow") is None:
         pytest.skip("mlflow is not installed (pip install -e '.[runtime]')")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
+    """An MLflow with authentication, set up as the chart sets up its embedded one."""
+    if os.environ.get("DOCKYARD_TEST_MLFLOW_URI"):
+        pytest.skip("DOCKYARD_TEST_MLFLOW_URI: the auth tests start their own MLflow")
+    root = Path(tempfile.mkdtemp(prefix="dockyard-mlflow-auth-"))
+    server = MlflowServer(root, host=_host_for(pytestconfig), auth=AuthUsers.generate())
     server.start()
     try:
         yield server

@@ -135,7 +135,7 @@ async def test_keys_waiting_on_mlflow_resume_when_it_answers() -> None:
 
     mlflow = Pinged()
     ctx = Context(kube=ListedKube({}), mlflow=mlflow, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
-                  queue=WorkQueue(), events=NoEvents())  # type: ignore[arg-type]
+                  queue=WorkQueue(), events=NoEvents(), registry=None)  # type: ignore[arg-type]
     calls: list[float] = []
     done = asyncio.Event()
 
@@ -203,7 +203,7 @@ def _runtime(kube: ListedKube) -> tuple:
             return None
 
     ctx = Context(kube=kube, mlflow=None, cfg=OperatorConfig(), cache=Cache(),  # type: ignore[arg-type]
-                  queue=WorkQueue(), events=NoEvents())  # type: ignore[arg-type]
+                  queue=WorkQueue(), events=NoEvents(), registry=None)  # type: ignore[arg-type]
     runtime = Runtime(ctx, namespaces=["ns"])
     for kind in ("Dataset", "TrainingRun"):
         runtime.watch(Watched(kind, "dockyard.dev/v1alpha1"))

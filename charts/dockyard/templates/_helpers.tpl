@@ -78,6 +78,39 @@ dockyard-workload
 {{- if not .Values.mlflow.external.uri -}}true{{- end -}}
 {{- end -}}
 
+{{/* The embedded MLflow runs its basic-auth app (mlflow.auth.enabled). */}}
+{{- define "dockyard.mlflow.auth" -}}
+{{- if and (include "dockyard.mlflow.embedded" .) .Values.mlflow.auth.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the embedded MLflow's admin and operator passwords. */}}
+{{- define "dockyard.mlflow.authSecret" -}}
+{{- default (printf "%s-auth" (include "dockyard.mlflow.fullname" .)) .Values.mlflow.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Environment of the embedded MLflow's containers under auth (values from its Secret). */}}
+{{- define "dockyard.mlflow.authEnv" -}}
+{{- $secret := include "dockyard.mlflow.authSecret" . -}}
+- name: MLFLOW_AUTH_CONFIG_PATH
+  value: /etc/mlflow-auth/basic_auth.ini
+- name: MLFLOW_AUTH_ADMIN_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: admin-username
+- name: MLFLOW_AUTH_ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: admin-password
+# Flask's session/CSRF key: every worker (and restart) must share it.
+- name: MLFLOW_FLASK_SERVER_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: flask-secret-key
+{{- end -}}
+
 {{- define "dockyard.mlflow.fullname" -}}
 {{- printf "%s-mlflow" (include "dockyard.fullname" .) -}}
 {{- end -}}
@@ -201,10 +234,12 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Only to check that a Secret referenced by a spec exists: never list or watch.
+# get: check that a Secret referenced by a spec exists (never list or watch). With the
+# embedded MLflow's auth also create/patch, of one Secret per workload namespace only in
+# practice: dockyard-mlflow-workload, the namespace's MLflow credential (docs/security.md).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: {{ if include "dockyard.mlflow.auth" $ }}["get", "create", "patch"]{{ else }}["get"]{{ end }}
 # Kubernetes Events on phase transitions and errors (each a new Event).
 - apiGroups: [""]
   resources: ["events"]

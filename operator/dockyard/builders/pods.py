@@ -6,6 +6,7 @@ from typing import Any
 
 from ..api.common import Scheduling
 from ..config import OperatorConfig
+from ..registry_access import WORKLOAD_SECRET
 
 RUN_AS_USER = 1000
 TERMINATION_LOG = "/dev/termination-log"
@@ -51,7 +52,12 @@ def env_list(values: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def mlflow_env_from(cfg: OperatorConfig) -> list[dict[str, Any]]:
-    """Credentials for MLflow (optional Secret in the workload namespace)."""
+    """Credentials for MLflow, only ever through a Secret of the workload's namespace: the
+    namespace's workload user (embedded MLflow with auth; the operator creates the Secret
+    before any Pod that needs it, and a Pod must not start without it), or the Secret an
+    external MLflow's users copy there (optional: that MLflow may need none)."""
+    if cfg.mlflow_workload_credentials:
+        return [{"secretRef": {"name": WORKLOAD_SECRET}}]
     if not cfg.mlflow_credentials_secret:
         return []
     return [{"secretRef": {"name": cfg.mlflow_credentials_secret, "optional": True}}]

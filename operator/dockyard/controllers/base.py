@@ -34,6 +34,7 @@ from ..config import OperatorConfig
 from ..kube import FIELD_MANAGER, ApiError, KubeClient
 from ..labels import SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowClient
+from ..registry_access import WorkloadCredentials
 from .state import ControllerState
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,7 @@ class Context:
     cache: Cache
     queue: WorkQueue
     events: EventRecorder
+    registry: WorkloadCredentials
     state: ControllerState = field(default_factory=ControllerState)
 
 

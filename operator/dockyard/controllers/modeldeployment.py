@@ -20,6 +20,7 @@ from .. import metrics
 from ..api.common import parse_duration
 from ..api.modeldeployment import ModelDeploymentSpec, check_name
 from ..api.rollout import RolloutStatus
+from ..builders.network import build_network_policy
 from ..builders.serving import desired_serving_children, router_endpoint, router_kind_for, variant_endpoint
 from ..conditions import set_condition, summarize
 from ..kube import ApiError
@@ -35,7 +36,9 @@ from .rollout import reconcile_rollout, router_serving
 from .state import DeploymentState, Resolution
 
 KIND = "ModelDeployment"
-PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"))
+# NetworkPolicies are pruned even with DOCKYARD_NETWORK_POLICIES=false: turning the setting off
+# must not leave old policies enforcing (the restarted operator prunes them on its first pass).
+PRUNABLE = (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap"), ("networking.k8s.io/v1", "NetworkPolicy"))
 
 
 class Unresolvable(Exception):
@@ -79,6 +82,11 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
 
     # 3. Children: apply what changed, prune what the spec no longer has.
     desired = desired_serving_children(body, served, resolution.versions, ctx.cfg, model_uris=resolution.sources)
+    # The serving Pods' fetch-model loads the namespace's MLflow credential Secret: make it first.
+    await ctx.registry.ensure(body["metadata"]["namespace"])
+    policy = build_network_policy(body, served, ctx.cfg)
+    if policy is not None:
+        desired.insert(0, policy)  # first: the serving Pods never run unprotected
     try:
         applied = await _apply_children(ctx, state, desired)
     except ApiError as exc:

@@ -18,7 +18,8 @@ from ..analysis import AnalysisTarget, Prometheus, PrometheusUnavailable, analys
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.rollout import MetricResult, RolloutSpec, RolloutStatus
 from ..labels import COMPONENT_LABEL, MODEL_VERSION_LABEL, SPEC_HASH_ANNOTATION
-from ..mlflow_client import MlflowUnavailable
+from ..mlflow_client import MlflowNotFound, MlflowUnavailable
+from ..registry_access import ForeignOwner, check_model, model_owner
 from ..rollout import (
     APPROVE_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -60,6 +61,8 @@ async def reconcile_rollout(ctx: Context, state: DeploymentState, body: dict[str
     if rollout is None or stable is None:
         return None
     seen = _observe(ctx, body, spec, rollout, resolution, stable.name)
+    if seen.blocked_reason is None:
+        seen = await _check_model_owner(ctx, body, spec, seen)
     if seen.approve is not None and seen.approved_by is None:
         seen = await _with_approver(ctx, body, seen)
     previous = previous_status(body)
@@ -76,6 +79,20 @@ async def reconcile_rollout(ctx: Context, state: DeploymentState, body: dict[str
         await ctx.events.emit(body, event.type, event.reason, event.message)
     _export_phase(body, decision.status)
     return decision.status
+
+
+async def _check_model_owner(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec,
+                             seen: Observed) -> Observed:
+    """A rollout moves the model's aliases with the operator's MLflow rights: refuse it for a
+    model another namespace's TrainingRuns registered (docs/security.md)."""
+    ns = body["metadata"]["namespace"]
+    try:
+        check_model(spec.model_name, await model_owner(ctx.mlflow, ctx.state.registered_models, spec.model_name), ns)
+    except ForeignOwner as exc:
+        return replace(seen, blocked_reason=(exc.reason, exc.message))
+    except MlflowNotFound:  # no such model: version resolution reports that
+        pass
+    return seen
 
 
 def _observe(ctx: Context, body: dict[str, Any], spec: ModelDeploymentSpec, rollout: RolloutSpec,

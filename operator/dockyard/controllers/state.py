@@ -63,7 +63,8 @@ class ByUid[T]:
 @dataclass
 class ControllerState:
     deployments: ByUid[DeploymentState] = field(default_factory=lambda: ByUid(DeploymentState))
-    # Registered models this process has ensured exist (names are MLflow's, not objects').
-    registered_models: set[str] = field(default_factory=set)
+    # Registered models this process has seen or created -> the namespace owning them ("" when
+    # created outside Dockyard); names are MLflow's, not objects'.
+    registered_models: dict[str, str] = field(default_factory=dict)
     # One Prometheus client per URL the rollouts analyse with.
     prometheus: dict[str, Prometheus] = field(default_factory=dict)

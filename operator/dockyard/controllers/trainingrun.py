@@ -25,6 +25,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
+from ..registry_access import ForeignOwner, check_experiment, check_model, model_owner, owner_tags
 from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
@@ -53,6 +54,9 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         return Result()
     try:
         return await _reconcile(ctx, body, spec)
+    except ForeignOwner as exc:  # another namespace's experiment or model: waiting will not help
+        status = dict(body.get("status") or {})
+        return await _terminal(ctx, body, status, "Failed", exc.reason, exc.message, ok=False)
     except MlflowUnavailable as exc:
         await _mlflow_down(ctx, body, str(exc))
         raise MlflowWaitError(str(exc)) from exc
@@ -95,7 +99,9 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
         # The default experiment is per TrainingRun and usually new: create it first (one call),
         # and a run cannot already exist in an experiment this call created.
         experiment = spec.experiment or f"dockyard/{ns}/{name}"
-        experiment_id, created = await ctx.mlflow.ensure_experiment(experiment, likely_new=not spec.experiment)
+        found = await ctx.mlflow.ensure_experiment(experiment, likely_new=not spec.experiment, tags=owner_tags(ns))
+        check_experiment(experiment, found.tags, ns)
+        experiment_id, created = found.experiment_id, found.created
         identity = {TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)}
         tags = {TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
                 "mlflow.source.name": "dockyard", "dockyard.model_name": spec.model_name}
@@ -118,6 +124,8 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
             return await _progress(ctx, body, status, "Running", "DatasetNotFound", message,
                                    data_ready=False, requeue=None)
         dataset_spec = DatasetSpec.model_validate(dataset_body["spec"])
+        # The namespace's MLflow user may log into this experiment, and the Pod gets its Secret.
+        await ctx.registry.grant_experiment(ns, str(status.get("experimentId") or ""))
         job = await create_once(ctx, build_training_job(
             body, spec, dataset_spec, attempt=attempt, run_id=status["mlflowRunId"],
             experiment_id=str(status.get("experimentId") or ""), dataset_version=data_version, cfg=ctx.cfg))
@@ -220,9 +228,10 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
     if existing is not None:
         return existing.version
     known = ctx.state.registered_models
-    if spec.model_name not in known:  # one call per model per operator process, not per run
-        await ctx.mlflow.ensure_registered_model(spec.model_name)
-        known.add(spec.model_name)
+    namespace = body["metadata"]["namespace"]
+    # One call per model per operator process, not per run.
+    check_model(spec.model_name, await model_owner(ctx.mlflow, known, spec.model_name, create_for=namespace),
+                namespace)
     source = run_tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/model"
     model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
     meta = body["metadata"]
@@ -240,7 +249,7 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
         # A lost response to an earlier create may have registered it after all.
         again = await ctx.mlflow.find_version_by_run(spec.model_name, run_id)
         if again is None:
-            known.discard(spec.model_name)  # e.g. the model was deleted: create it again next time
+            known.pop(spec.model_name, None)  # e.g. the model was deleted: create it again next time
             raise
         return again.version
     metrics.MODEL_VERSIONS_REGISTERED.labels(model=spec.model_name).inc()

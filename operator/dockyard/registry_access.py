@@ -1,0 +1,178 @@
+"""Who may do what in the model registry (docs/security.md).
+
+Two guards, for an MLflow that runs its basic-auth app (the chart's default):
+
+* **Workload credentials.** Training Jobs and serving Pods do not get the operator's MLflow
+  user (an MLflow admin: MLflow lets only admins create users). Each namespace that runs
+  Dockyard workloads gets its own MLflow user ``dockyard-ns-<namespace>``, whose password the
+  operator generates into the Secret ``dockyard-mlflow-workload`` of that namespace. Pods load
+  it with ``envFrom`` (never a plain env value). With MLflow's ``default_permission = READ``
+  the user can read every model version and download artifacts (``fetch-model``); the
+  operator grants it EDIT on each experiment a TrainingRun of that namespace logs to, so the
+  trainer can log its run and model. It cannot set an alias, delete or create a model version
+  or change permissions: MLflow answers 403 (tests/integration/test_registry_auth.py).
+
+* **Namespace ownership.** Experiments and registered models the operator creates carry the tag
+  ``dockyard.namespace``. A TrainingRun or a rollout in another namespace that names one of
+  them is refused in status, instead of the operator (whose MLflow user may write anything)
+  logging into, registering into or moving the alias of another team's model on its behalf.
+  Experiments and models created outside Dockyard carry no tag and stay usable by everyone.
+
+Pure builders and checks first; :class:`WorkloadCredentials` is the side-effecting edge.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from typing import Any
+
+from .kube import ApiError, KubeClient
+from .labels import MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL
+from .mlflow_client import MlflowClient
+
+log = logging.getLogger(__name__)
+
+OWNER_TAG = "dockyard.namespace"
+WORKLOAD_SECRET = "dockyard-mlflow-workload"  # noqa: S105 - a Secret name
+USERNAME_KEY = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_KEY = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a key name, not a password
+
+
+def workload_username(namespace: str) -> str:
+    return f"dockyard-ns-{namespace}"
+
+
+def owner_tags(namespace: str) -> dict[str, str]:
+    """Tags the operator puts on the experiments and registered models it creates."""
+    return {OWNER_TAG: namespace}
+
+
+def foreign_owner(tags: dict[str, str], namespace: str) -> str | None:
+    """The other namespace that owns an experiment or model with these tags, or None when
+    `namespace` may use it (its own, or untagged: created outside Dockyard)."""
+    owner = tags.get(OWNER_TAG)
+    return owner if owner and owner != namespace else None
+
+
+class ForeignOwner(Exception):
+    """An experiment or registered model belongs to another namespace's Dockyard objects."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def check_experiment(name: str, tags: dict[str, str], namespace: str) -> None:
+    owner = foreign_owner(tags, namespace)
+    if owner is not None:
+        raise ForeignOwner("ExperimentInAnotherNamespace",
+                           f"MLflow experiment {name!r} belongs to namespace {owner!r}; choose another spec.experiment")
+
+
+def check_model(name: str, owner: str, namespace: str) -> None:
+    """`owner`: the model's OWNER_TAG ("" when untagged)."""
+    if foreign_owner({OWNER_TAG: owner}, namespace) is not None:
+        raise ForeignOwner("ModelInAnotherNamespace",
+                           f"registered model {name!r} belongs to namespace {owner!r}: Dockyard objects in "
+                           f"{namespace!r} may read it but not register versions or move its aliases")
+
+
+async def model_owner(mlflow: MlflowClient, known: dict[str, str], name: str, *,
+                      create_for: str | None = None) -> str:
+    """The OWNER_TAG of registered model `name` ("" when untagged). With `create_for`, a
+    missing model is created, owned by that namespace. `known` caches it per process."""
+    if name not in known:
+        if create_for is not None:
+            tags = await mlflow.ensure_registered_model(name, owner_tags(create_for))
+        else:
+            tags = await mlflow.registered_model_tags(name)
+        known[name] = tags.get(OWNER_TAG, "")
+    return known[name]
+
+
+def build_workload_secret(namespace: str, username: str, password: str) -> dict[str, Any]:
+    """The Secret Pods of `namespace` load as their MLflow credential. No owner reference:
+    it serves every Dockyard object of the namespace and outlives each of them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": WORKLOAD_SECRET,
+            "namespace": namespace,
+            "labels": {PART_OF_LABEL: PART_OF, MANAGED_BY_LABEL: MANAGED_BY},
+        },
+        "data": {USERNAME_KEY: _b64(username), PASSWORD_KEY: _b64(password)},
+    }
+
+
+def secret_password(secret: dict[str, Any], namespace: str) -> str | None:
+    """The password in a namespace's workload Secret; None when it is missing, or when the
+    Secret names another user. Whoever can edit Secrets in a namespace must not be able to
+    make the operator reset another MLflow user's password (its own, say) to theirs."""
+    data = secret.get("data") or {}
+    try:
+        username = base64.b64decode(data[USERNAME_KEY]).decode()
+        password = base64.b64decode(data[PASSWORD_KEY]).decode()
+    except (KeyError, ValueError):
+        return None
+    return password if username == workload_username(namespace) and len(password) >= 12 else None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class WorkloadCredentials:
+    """Makes sure a namespace's workload Secret and its MLflow user agree, and grants that user
+    EDIT on experiments. Each namespace is checked once per operator process (the Secret is
+    the source of truth: a deleted Secret gets a new password and the user is updated)."""
+
+    def __init__(self, kube: KubeClient, mlflow: MlflowClient, *, enabled: bool) -> None:
+        self._kube = kube
+        self._mlflow = mlflow
+        self.enabled = enabled
+        self._ready: set[str] = set()
+        self._granted: set[tuple[str, str]] = set()
+
+    async def ensure(self, namespace: str) -> None:
+        if not self.enabled or namespace in self._ready:
+            return
+        username = workload_username(namespace)
+        secret = await self._kube.get("v1", "Secret", namespace, WORKLOAD_SECRET)
+        password = secret_password(secret, namespace) if secret is not None else None
+        if password is None:
+            password = secrets.token_urlsafe(32)
+            await self._set_user(username, password)
+            desired = build_workload_secret(namespace, username, password)
+            try:
+                if secret is None:
+                    await self._kube.create(desired)
+                else:  # keys missing, edited or emptied by hand: put them back
+                    await self._kube.apply(desired)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Another replica (or a previous life) got there first: its password wins.
+                return await self.ensure(namespace)
+            log.info("set MLflow workload user %s and Secret %s/%s", username, namespace, WORKLOAD_SECRET)
+        else:
+            await self._set_user(username, password)
+        self._ready.add(namespace)
+
+    async def grant_experiment(self, namespace: str, experiment_id: str) -> None:
+        """EDIT on one experiment: log runs, metrics, artifacts and logged models into it."""
+        if not self.enabled or (namespace, experiment_id) in self._granted:
+            return
+        await self.ensure(namespace)
+        await self._mlflow.grant(workload_username(namespace), "experiment", experiment_id, "EDIT")
+        self._granted.add((namespace, experiment_id))
+
+    async def _set_user(self, username: str, password: str) -> None:
+        if await self._mlflow.user_exists(username):
+            await self._mlflow.set_user_password(username, password)
+        else:
+            await self._mlflow.create_user(username, password)
