@@ -4,15 +4,18 @@ For the default values and for the namespaced scope (``watch.namespaces``), the 
 rendered by the Helm engine and applied (CRDs first, as Helm does) into a namespace that
 enforces Pod Security ``restricted``; then the operator Deployment (in the cluster, under the
 chart's ServiceAccount, with a projected token) and the embedded MLflow Deployment (on a
-PersistentVolumeClaim the local provisioner binds) must roll out. Everything but the CRDs is
-removed afterwards.
+PersistentVolumeClaim the local provisioner binds) must roll out, and that MLflow must refuse
+anonymous requests and accept the admin password the chart generated. Everything but the CRDs
+is removed afterwards.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+import requests
 
 from tests.localcluster.demo import Kubectl, install_chart
 from tests.plugins.kube import KubeEnv
@@ -45,6 +48,14 @@ def test_chart_installs_and_its_deployments_roll_out(kube: KubeEnv, kubectl: Kub
         # projected token, and MLflow through its Service: kopf's liveness probe says so.
         pods = kube.list("Pod", label_selector="app.kubernetes.io/component=operator")
         assert pods and all(p["status"]["phase"] == "Running" for p in pods)
+        # Default values: the registry wants a login; the generated admin password opens it.
+        (mlflow_pod,) = kube.list("Pod", label_selector="app.kubernetes.io/component=mlflow")
+        url = f"http://{mlflow_pod['status']['podIP']}:5000/api/2.0/mlflow/registered-models/search"
+        secret = kube.get("Secret", f"{release}-mlflow-auth")
+        assert secret is not None
+        password = base64.b64decode(secret["data"]["admin-password"]).decode()
+        assert requests.get(url, timeout=30).status_code == 401
+        assert requests.get(url, auth=("admin", password), timeout=30).status_code == 200
     finally:
         cluster_scoped = [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
         for obj in cluster_scoped:

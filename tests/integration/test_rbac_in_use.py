@@ -41,7 +41,7 @@ ADMISSION_ONLY: set[Grant] = {
 # the API. If any of them did not run in this session, "granted but unused" is not judged.
 COVERAGE_FILES = {
     "test_training_path.py", "test_training_exactly_once.py", "test_serving_path.py", "test_bad_input.py",
-    "test_fault_survival.py",
+    "test_fault_survival.py", "test_registry_auth.py",
 }
 
 
