@@ -24,6 +24,10 @@ class OperatorConfig:
     # The embedded MLflow runs basic-auth: the operator (an MLflow admin) gives each workload
     # namespace its own MLflow user and Secret (dockyard.registry_access); Pods load that one.
     mlflow_workload_credentials: bool = False
+    # An external MLflow over https with a private CA: the operator's own copy of the CA (a
+    # file), and the ConfigMap (key ca.crt, in each workload namespace) that Pods mount.
+    mlflow_ca_file: str = ""
+    mlflow_ca_configmap: str = ""
     runtime_image: str = "ghcr.io/dockyard-dev/dockyard-runtime:0.1.0"
     router_image: str = "nginxinc/nginx-unprivileged:1.27-alpine"
     image_pull_policy: str = "IfNotPresent"
@@ -63,6 +67,8 @@ class OperatorConfig:
             mlflow_credentials_secret=_env("DOCKYARD_MLFLOW_CREDENTIALS_SECRET", ""),
             mlflow_workload_credentials=parse_bool(_env("DOCKYARD_MLFLOW_WORKLOAD_CREDENTIALS", "false"),
                                                    "DOCKYARD_MLFLOW_WORKLOAD_CREDENTIALS"),
+            mlflow_ca_file=_env("DOCKYARD_MLFLOW_CA_FILE", ""),
+            mlflow_ca_configmap=_env("DOCKYARD_MLFLOW_CA_CONFIGMAP", ""),
             runtime_image=_env("DOCKYARD_RUNTIME_IMAGE", cls.runtime_image),
             router_image=_env("DOCKYARD_ROUTER_IMAGE", cls.router_image),
             image_pull_policy=_env("DOCKYARD_IMAGE_PULL_POLICY", cls.image_pull_policy),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,10 +71,13 @@ class VersionInfo:
 
 
 class MlflowClient:
-    def __init__(self, tracking_uri: str, *, timeout: float = 15.0, headers: dict[str, str] | None = None):
+    def __init__(self, tracking_uri: str, *, timeout: float = 15.0, headers: dict[str, str] | None = None,
+                 ca_file: str = ""):
         self.tracking_uri = tracking_uri.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = headers or _auth_headers_from_env()
+        # A private CA for an https MLflow (read now: a missing file stops the operator at start).
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -83,7 +87,8 @@ class MlflowClient:
     async def _call(self, method: str, endpoint: str, operation: str, *, params: dict[str, Any] | None = None,
                     body: dict[str, Any] | None = None, api: str = "2.0") -> dict[str, Any]:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers,
+                                                  connector=aiohttp.TCPConnector(ssl=self._ssl))
         url = f"{self.tracking_uri}/api/{api}/mlflow/{endpoint}"
         try:
             async with self._session.request(method, url, params=params, json=body) as resp:

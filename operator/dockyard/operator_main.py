@@ -69,7 +69,7 @@ def build_registry(state: dict[str, Any], cfg: OperatorConfig, namespaces: Seque
         for group, plural in CHILD_RESOURCES:
             settings.watching.label_selectors[group, plural] = CHILD_SELECTOR
         kube = KubeClient(credentials)
-        mlflow = MlflowClient(cfg.mlflow_tracking_uri)
+        mlflow = MlflowClient(cfg.mlflow_tracking_uri, ca_file=cfg.mlflow_ca_file)
         ctx = Context(kube=kube, mlflow=mlflow, cfg=cfg, cache=Cache(), queue=WorkQueue(), events=EventRecorder(kube),
                       registry=WorkloadCredentials(kube, mlflow, enabled=cfg.mlflow_workload_credentials))
         # Every replica watches and caches; only the Lease holder's workers reconcile.

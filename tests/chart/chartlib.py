@@ -26,6 +26,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "uri": "https://mlflow.example.com",
                 "podUri": "http://mlflow.mlflow.svc.cluster.local:5000",
                 "credentialsSecret": "mlflow-credentials",
+                "caConfigMap": "mlflow-ca",
             }
         }
     },

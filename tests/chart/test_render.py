@@ -326,6 +326,13 @@ def test_external_mlflow_replaces_the_embedded_server() -> None:
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
         ref = env[key]["secretKeyRef"]
         assert ref == {"name": "mlflow-credentials", "key": key, "optional": True}
+    # The private CA: the operator's own copy from the ConfigMap, and its name for the Pods.
+    assert env["DOCKYARD_MLFLOW_CA_CONFIGMAP"] == "mlflow-ca"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["DOCKYARD_MLFLOW_CA_FILE"] == mounts["mlflow-ca"] + "/ca.crt"
+    volumes = {v["name"]: v for v in _operator(objects)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["mlflow-ca"]["configMap"]["name"] == "mlflow-ca"
+    assert "DOCKYARD_MLFLOW_WORKLOAD_CREDENTIALS" not in env  # auth is the external MLflow's business
 
 
 def test_mlflow_production_settings() -> None:
@@ -344,6 +351,9 @@ def test_mlflow_production_settings() -> None:
     [
         ({"mlflow": {"external": {"credentialsSecret": "x"}}}, "needs mlflow.external.uri"),
         ({"mlflow": {"external": {"podUri": "http://x"}}}, "needs mlflow.external.uri"),
+        ({"mlflow": {"external": {"caConfigMap": "ca"}}}, "needs mlflow.external.uri"),
+        ({"mlflow": {"external": {"uri": "https://x"}, "auth": {"existingSecret": "s"}}},
+         "existingSecret is for the embedded MLflow"),
         ({"routers": {"builtin": False}}, "enable at least one router"),
         (
             {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
@@ -370,6 +380,7 @@ def test_notes_tell_the_user_what_to_do_next() -> None:
     notes = render_files()["dockyard/templates/NOTES.txt"]
     assert "kubectl apply -f manifests/examples/" in notes
     assert "port-forward svc/dockyard-mlflow" in notes
+    assert "get secret dockyard-mlflow-auth -o jsonpath='{.data.admin-password}'" in notes
     assert "hack/kind-demo.sh" in notes
     external = render_files(SCENARIOS["external-mlflow"])["dockyard/templates/NOTES.txt"]
     assert "https://mlflow.example.com" in external and "mlflow-credentials" in external

@@ -63,6 +63,25 @@ def mlflow_env_from(cfg: OperatorConfig) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": cfg.mlflow_credentials_secret, "optional": True}}]
 
 
+MLFLOW_CA_VOLUME = "mlflow-ca"
+MLFLOW_CA_DIR = "/etc/dockyard/mlflow-ca"
+MLFLOW_CA_KEY = "ca.crt"
+
+
+def mlflow_ca(cfg: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts, env) that make a Pod's MLflow client trust an external MLflow's
+    private CA: the ConfigMap DOCKYARD_MLFLOW_CA_CONFIGMAP (key ca.crt) of the Pod's namespace,
+    named in MLFLOW_TRACKING_SERVER_CERT_PATH, which scopes it to MLflow's requests only
+    (REQUESTS_CA_BUNDLE would replace the public CAs for every other HTTPS call too)."""
+    if not cfg.mlflow_ca_configmap:
+        return [], [], []
+    volume = {"name": MLFLOW_CA_VOLUME, "configMap": {"name": cfg.mlflow_ca_configmap,
+                                                      "items": [{"key": MLFLOW_CA_KEY, "path": MLFLOW_CA_KEY}]}}
+    mount = {"name": MLFLOW_CA_VOLUME, "mountPath": MLFLOW_CA_DIR, "readOnly": True}
+    env = {"name": "MLFLOW_TRACKING_SERVER_CERT_PATH", "value": f"{MLFLOW_CA_DIR}/{MLFLOW_CA_KEY}"}
+    return [volume], [mount], [env]
+
+
 def pod_spec_common(cfg: OperatorConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "securityContext": pod_security_context(),

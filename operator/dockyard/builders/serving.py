@@ -49,6 +49,7 @@ from ..routers.common import (
 from .pods import (
     container_security_context,
     drain_lifecycle,
+    mlflow_ca,
     mlflow_env_from,
     pod_scheduling,
     pod_spec_common,
@@ -133,6 +134,9 @@ def build_variant_deployment(
     env_from = mlflow_env_from(cfg)
     if env_from:
         fetch["envFrom"] = env_from
+    ca_volumes, ca_mounts, ca_env = mlflow_ca(cfg)
+    fetch["env"] += ca_env
+    fetch["volumeMounts"] += ca_mounts
     if init_resources:
         fetch["resources"] = init_resources
 
@@ -193,6 +197,7 @@ def build_variant_deployment(
         "volumes": [
             {"name": MODELS_VOLUME, "emptyDir": {}},
             {"name": TMP_VOLUME, "emptyDir": {}},
+            *ca_volumes,
         ],
     }
     deployment: dict[str, Any] = {

@@ -27,6 +27,7 @@ from .pods import (
     TERMINATION_LOG,
     container_security_context,
     env_list,
+    mlflow_ca,
     mlflow_env_from,
     pod_scheduling,
     pod_spec_common,
@@ -227,7 +228,10 @@ def build_training_job(
             "env": env_list(env),
         }
     container["envFrom"] = env_from + mlflow_env_from(cfg)
-    container["volumeMounts"] = mounts
+    ca_volumes, ca_mounts, ca_env = mlflow_ca(cfg)
+    container["env"] += ca_env
+    container["volumeMounts"] = mounts + ca_mounts
+    volumes = volumes + ca_volumes
     resources = spec.resources.to_container_resources() if spec.resources else {}
     if resources:
         container["resources"] = resources
