@@ -287,6 +287,16 @@ class MlflowClient:
         await self._call("PATCH", "users/update-password", "update_user_password",
                          body={"username": username, "password": password})
 
+    async def list_usernames(self) -> list[str]:
+        data = await self._call("GET", "users/list", "list_users")
+        return [str(u["username"]) for u in data.get("users", [])]
+
+    async def permission(self, username: str, resource_type: str, resource_id: str) -> str:
+        """The permission `username` has on one resource, grants and default included."""
+        data = await self._call("GET", "users/permissions/get", "get_user_permission", api="3.0", params={
+            "username": username, "resource_type": resource_type, "resource_id": resource_id})
+        return str(data.get("permission", ""))
+
     async def grant(self, username: str, resource_type: str, resource_id: str, permission: str) -> None:
         """Grant `permission` (READ, EDIT, MANAGE...) on one resource; a grant that already
         exists counts as done (MLflow refuses to grant twice)."""

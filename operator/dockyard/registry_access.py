@@ -16,7 +16,9 @@ Two guards, for an MLflow that runs its basic-auth app (the chart's default):
   ``dockyard.namespace``. A TrainingRun or a rollout in another namespace that names one of
   them is refused in status, instead of the operator (whose MLflow user may write anything)
   logging into, registering into or moving the alias of another team's model on its behalf.
-  Experiments and models created outside Dockyard carry no tag and stay usable by everyone.
+  Experiments and models created outside Dockyard carry no tag and stay usable by everyone,
+  unless another namespace's workload user may change them (it created the name in advance:
+  MLflow lets any user create, and makes the creator MANAGEr); those are refused too.
 
 Pure builders and checks first; :class:`WorkloadCredentials` is the side-effecting edge.
 """
@@ -40,8 +42,12 @@ USERNAME_KEY = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_KEY = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a key name, not a password
 
 
+WORKLOAD_USER_PREFIX = "dockyard-ns-"
+WRITE_PERMISSIONS = ("EDIT", "MANAGE")
+
+
 def workload_username(namespace: str) -> str:
-    return f"dockyard-ns-{namespace}"
+    return f"{WORKLOAD_USER_PREFIX}{namespace}"
 
 
 def owner_tags(namespace: str) -> dict[str, str]:
@@ -137,6 +143,7 @@ class WorkloadCredentials:
         self.enabled = enabled
         self._ready: set[str] = set()
         self._granted: set[tuple[str, str]] = set()
+        self._clean: set[tuple[str, str, str]] = set()
 
     async def ensure(self, namespace: str) -> None:
         if not self.enabled or namespace in self._ready:
@@ -162,6 +169,41 @@ class WorkloadCredentials:
         else:
             await self._set_user(username, password)
         self._ready.add(namespace)
+
+    async def foreign_writers(self, resource_type: str, resource_id: str, namespace: str) -> list[str]:
+        """Other namespaces' workload users that may change an untagged experiment or model:
+        a workload user may create them (MLflow gives every creator MANAGE), so a name created
+        ahead of its first Dockyard use could be a trap set by another namespace's trainer."""
+        key = (resource_type, resource_id, namespace)
+        if not self.enabled or key in self._clean:
+            return []
+        own = workload_username(namespace)
+        others = [u for u in await self._mlflow.list_usernames() if u.startswith(WORKLOAD_USER_PREFIX) and u != own]
+        writers = [u for u in others
+                   if await self._mlflow.permission(u, resource_type, resource_id) in WRITE_PERMISSIONS]
+        if not writers:
+            # Stays clean: with no workload user holding MANAGE, only an admin can grant more.
+            self._clean.add(key)
+        return writers
+
+    async def check_experiment(self, name: str, experiment_id: str, tags: dict[str, str], namespace: str) -> None:
+        check_experiment(name, tags, namespace)
+        if OWNER_TAG not in tags:
+            writers = await self.foreign_writers("experiment", experiment_id, namespace)
+            if writers:
+                raise ForeignOwner("ExperimentInAnotherNamespace",
+                                   f"MLflow experiment {name!r} can be changed by {', '.join(writers)} (another "
+                                   "namespace's workload); choose another spec.experiment")
+
+    async def check_model(self, name: str, owner: str, namespace: str) -> None:
+        check_model(name, owner, namespace)
+        if not owner:
+            writers = await self.foreign_writers("registered_model", name, namespace)
+            if writers:
+                raise ForeignOwner("ModelInAnotherNamespace",
+                                   f"registered model {name!r} can be changed by {', '.join(writers)} (another "
+                                   "namespace's workload): an MLflow admin must revoke that before Dockyard "
+                                   "registers versions of it or moves its aliases")
 
     async def grant_experiment(self, namespace: str, experiment_id: str) -> None:
         """EDIT on one experiment: log runs, metrics, artifacts and logged models into it."""

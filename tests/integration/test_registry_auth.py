@@ -172,7 +172,8 @@ def test_another_namespaces_experiment_and_model_are_refused(
     auth_kube: KubeEnv, auth_operator: OperatorProcess, mlflow_auth_server: MlflowServer
 ) -> None:
     """The operator may write anything in MLflow; a TrainingRun must not borrow that to log
-    into, or register versions of, what another namespace's Dockyard objects own."""
+    into, or register versions of, what another namespace's Dockyard objects own or another
+    namespace's workload can change."""
     kube, server = auth_kube, mlflow_auth_server
     other = {"key": OWNER_TAG, "value": "another-team"}
     call(server, "POST", f"{API}/experiments/create", admin(server),
@@ -192,6 +193,22 @@ def test_another_namespaces_experiment_and_model_are_refused(
     versions = call(server, "GET", f"{API}/model-versions/search", admin(server),
                     params={"filter": "name='another-team-model'"}).json()
     assert not versions.get("model_versions")
+
+    # Untagged, but created ahead of time by another namespace's workload (its trainer code may
+    # create names; MLflow makes it their MANAGEr): a trap the operator must not walk into.
+    squatter = ("dockyard-ns-another-team", "squatters-password-1234")
+    call(server, "POST", f"{API}/users/create", admin(server),
+         json={"username": squatter[0], "password": squatter[1]}).raise_for_status()
+    SEEN_CREDENTIALS.add(squatter[1])
+    call(server, "POST", f"{API}/experiments/create", squatter, json={"name": "squatted-experiment"}).raise_for_status()
+    call(server, "POST", f"{API}/registered-models/create", squatter, json={"name": "squatted-model"}).raise_for_status()
+    kube.apply(training_run("squatted-experiment", model="auth-squat", experiment="squatted-experiment"))
+    tr = wait_phase(kube, "TrainingRun", "squatted-experiment", ("Succeeded", "Rejected", "Failed"), timeout=120)
+    assert (tr["status"]["phase"], cond(tr, "Ready")["reason"]) == ("Failed", "ExperimentInAnotherNamespace")
+    assert squatter[0] in tr["status"]["message"]
+    kube.apply(training_run("squatted-model", model="squatted-model"))
+    tr = wait_phase(kube, "TrainingRun", "squatted-model", ("Succeeded", "Rejected", "Failed"), timeout=300)
+    assert (tr["status"]["phase"], cond(tr, "Ready")["reason"]) == ("Failed", "ModelInAnotherNamespace")
 
 
 def test_no_credential_in_events_status_logs_or_specs(

@@ -19,6 +19,7 @@ then raise).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -223,13 +224,24 @@ def _host_for(config: pytest.Config) -> str:
     return layout.node_ip
 
 
+@contextlib.contextmanager
+def _own_server(prefix: str, host: str, auth: AuthUsers | None = None) -> Iterator[MlflowServer]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = MlflowServer(root, host=host, auth=auth)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
     """The shared MLflow server for the whole session."""
     external = os.environ.get("DOCKYARD_TEST_MLFLOW_URI")
-    root = Path(tempfile.mkdtemp(prefix="dockyard-mlflow-"))
-    server = MlflowServer(root, host=_host_for(pytestconfig) if not external else "127.0.0.1")
     if external:
+        server = MlflowServer(Path(tempfile.mkdtemp(prefix="dockyard-mlflow-")))
         server.external = True
         server.host, _, port = external.removeprefix("http://").rstrip("/").partition(":")
         server.port = int(port or 80)
@@ -237,12 +249,8 @@ def mlflow_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
         return
     if not (VENV_BIN / "mlflow").exists() and shutil.which("mlflow") is None:
         pytest.skip("mlflow is not installed (pip install -e '.[runtime]')")
-    server.start()
-    try:
+    with _own_server("dockyard-mlflow-", _host_for(pytestconfig)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -250,14 +258,8 @@ def mlflow_auth_server(pytestconfig: pytest.Config) -> Iterator[MlflowServer]:
     """An MLflow with authentication, set up as the chart sets up its embedded one."""
     if os.environ.get("DOCKYARD_TEST_MLFLOW_URI"):
         pytest.skip("DOCKYARD_TEST_MLFLOW_URI: the auth tests start their own MLflow")
-    root = Path(tempfile.mkdtemp(prefix="dockyard-mlflow-auth-"))
-    server = MlflowServer(root, host=_host_for(pytestconfig), auth=AuthUsers.generate())
-    server.start()
-    try:
+    with _own_server("dockyard-mlflow-auth-", _host_for(pytestconfig), AuthUsers.generate()) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

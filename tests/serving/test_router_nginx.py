@@ -44,7 +44,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = _reply
+    def do_GET(self) -> None:
+        self._reply()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -155,12 +156,9 @@ EDGE_MAX_BODY = 64 * 1024  # maxBodySize 64Ki
 EDGE_TIMEOUT = 1  # timeoutSeconds
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
+class _Recorder(_Echo):
     """Records every request that reaches it; ``/hang`` answers only once ``release`` is set."""
 
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # one write per response, as _Echo
-    variant = ""
     seen: list[tuple[str, dict[str, str]]]
     lock: threading.Lock
     release: threading.Event
@@ -179,15 +177,6 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             pass  # the router gave up on /hang and closed the connection
-
-    do_GET = _reply
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self._reply()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 class Recorders:

@@ -151,3 +151,34 @@ def test_ownership_checks() -> None:
         check_model("m", "team-b", "team-a")
     assert refused.value.reason == "ModelInAnotherNamespace"
     assert workload_username("team-a") == "dockyard-ns-team-a"
+
+
+class SquattedMlflow(FakeMlflow):
+    """Another namespace's workload user created the model (MLflow gave it MANAGE)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passwords.update({"admin": "x", "dockyard-ns-team-a": "x", "dockyard-ns-team-b": "x"})
+        self.held = {("dockyard-ns-team-b", "registered_model", "fraud"): "MANAGE"}
+        self.lookups = 0
+
+    async def list_usernames(self) -> list[str]:
+        return sorted(self.passwords)
+
+    async def permission(self, username: str, resource_type: str, resource_id: str) -> str:
+        self.lookups += 1
+        return self.held.get((username, resource_type, resource_id), "READ")
+
+
+def test_an_untagged_model_another_namespaces_workload_can_change_is_refused() -> None:
+    kube, mlflow = FakeKube(), SquattedMlflow()
+    creds = WorkloadCredentials(kube, mlflow, enabled=True)  # type: ignore[arg-type]
+    with pytest.raises(ForeignOwner) as refused:
+        asyncio.run(creds.check_model("fraud", "", "team-a"))
+    assert refused.value.reason == "ModelInAnotherNamespace" and "dockyard-ns-team-b" in refused.value.message
+    asyncio.run(creds.check_model("fraud", "", "team-b"))  # its own namespace may
+    asyncio.run(creds.check_model("clean", "", "team-a"))
+    lookups = mlflow.lookups
+    asyncio.run(creds.check_model("clean", "", "team-a"))  # a clean verdict is remembered
+    assert mlflow.lookups == lookups
+    asyncio.run(creds.check_experiment("e", "7", {}, "team-a"))

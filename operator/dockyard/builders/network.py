@@ -35,16 +35,9 @@ from typing import Any
 
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..config import OperatorConfig
-from ..labels import (
-    MODEL_LABEL,
-    NETWORK_POLICY_COMPONENT,
-    child_name,
-    owner_reference,
-    stamp_spec_hash,
-    standard_labels,
-)
+from ..labels import NETWORK_POLICY_COMPONENT, child_name
 from ..routers.common import (
-    OWNER_KIND,
+    owned_custom_object,
     owner_name_ns,
     ports_for,
     require_hostname,
@@ -97,20 +90,9 @@ def build_network_policy(
             "from": copy.deepcopy(list(cfg.network_policy_prometheus_peers)),
             "ports": [{"protocol": "TCP", "port": ports["metrics"]}],
         })
-    policy = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": network_policy_name(md_name),
-            "namespace": ns,
-            "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=NETWORK_POLICY_COMPONENT,
-                                      extra={MODEL_LABEL: spec.model_name}),
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "podSelector": {"matchLabels": serving_selector(md_name)},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    }
-    return stamp_spec_hash(policy)
+    return owned_custom_object(owner, spec, api_version=API_VERSION, kind=KIND, component=NETWORK_POLICY_COMPONENT,
+                               name=network_policy_name(md_name), body={
+                                   "podSelector": {"matchLabels": serving_selector(md_name)},
+                                   "policyTypes": ["Ingress"],
+                                   "ingress": ingress,
+                               })

@@ -25,7 +25,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
-from ..registry_access import ForeignOwner, check_experiment, check_model, model_owner, owner_tags
+from ..registry_access import ForeignOwner, model_owner, owner_tags
 from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
@@ -100,7 +100,7 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
         # and a run cannot already exist in an experiment this call created.
         experiment = spec.experiment or f"dockyard/{ns}/{name}"
         found = await ctx.mlflow.ensure_experiment(experiment, likely_new=not spec.experiment, tags=owner_tags(ns))
-        check_experiment(experiment, found.tags, ns)
+        await ctx.registry.check_experiment(experiment, found.experiment_id, found.tags, ns)
         experiment_id, created = found.experiment_id, found.created
         identity = {TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)}
         tags = {TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
@@ -230,8 +230,12 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
     known = ctx.state.registered_models
     namespace = body["metadata"]["namespace"]
     # One call per model per operator process, not per run.
-    check_model(spec.model_name, await model_owner(ctx.mlflow, known, spec.model_name, create_for=namespace),
-                namespace)
+    owner = await model_owner(ctx.mlflow, known, spec.model_name, create_for=namespace)
+    try:
+        await ctx.registry.check_model(spec.model_name, owner, namespace)
+    except ForeignOwner:
+        known.pop(spec.model_name, None)  # look again next time: an admin may revoke the grant
+        raise
     source = run_tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/model"
     model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
     meta = body["metadata"]

@@ -269,15 +269,16 @@ def check_variants(spec: ModelDeploymentSpec) -> list[Variant]:
 
 
 def owned_custom_object(owner: Mapping[str, Any], spec: ModelDeploymentSpec, *, api_version: str, kind: str,
-                        component: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A router custom object (HTTPRoute, VirtualService, SeldonDeployment) named after the
-    ModelDeployment, with the standard labels, the owner reference and the spec hash."""
+                        component: str, body: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A child object with a spec (HTTPRoute, VirtualService, SeldonDeployment, NetworkPolicy),
+    named after the ModelDeployment unless `name` says otherwise, with the standard labels, the
+    owner reference and the spec hash."""
     md_name, ns = owner_name_ns(owner)
     obj = {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": {
-            "name": router_service_name(md_name),
+            "name": name or router_service_name(md_name),
             "namespace": ns,
             "labels": standard_labels(owner_kind=OWNER_KIND, owner_name=md_name, component=component,
                                       extra={MODEL_LABEL: spec.model_name}),
