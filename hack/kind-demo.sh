@@ -92,10 +92,13 @@ TRAINED_VERSION="$(kubectl -n "${WORKLOAD_NAMESPACE}" get "trainingrun/${TRAININ
 echo "registered ${MODEL} version ${TRAINED_VERSION} (alias challenger)"
 
 # The example A/B test sends 80% to alias "champion": on a fresh registry point it at the
-# version just trained. Runs inside the MLflow Pod, against its own REST API.
+# version just trained. Runs inside the MLflow Pod, against its own REST API, as its admin
+# (the container has the admin credential from the chart's Secret; nothing is printed).
 echo "setting alias champion -> version ${TRAINED_VERSION}"
 kubectl -n "${NAMESPACE}" exec "deploy/${RELEASE}-mlflow" -c mlflow -- \
-  python -c 'import sys
+  python -c 'import os, sys
+os.environ["MLFLOW_TRACKING_USERNAME"] = os.environ["MLFLOW_AUTH_ADMIN_USERNAME"]
+os.environ["MLFLOW_TRACKING_PASSWORD"] = os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
 from mlflow import MlflowClient
 MlflowClient("http://localhost:5000").set_registered_model_alias(sys.argv[1], "champion", sys.argv[2])' \
   "${MODEL}" "${TRAINED_VERSION}"
@@ -162,6 +165,7 @@ cat <<EOF
 Done. Explore:
   kubectl -n ${WORKLOAD_NAMESPACE} get dockyard
   kubectl -n ${WORKLOAD_NAMESPACE} describe modeldeployment ${MODEL_DEPLOYMENT}
-  kubectl -n ${NAMESPACE} port-forward svc/${RELEASE}-mlflow 5000:5000   # MLflow UI
+  kubectl -n ${NAMESPACE} port-forward svc/${RELEASE}-mlflow 5000:5000   # MLflow UI (user admin)
+  kubectl -n ${NAMESPACE} get secret ${RELEASE}-mlflow-auth -o jsonpath='{.data.admin-password}' | base64 -d
   kind delete cluster --name ${CLUSTER_NAME}                              # clean up
 EOF

@@ -18,6 +18,7 @@ runs ``python -m tests.localcluster.demo``.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import json
 import subprocess
@@ -100,10 +101,17 @@ def service_url(k: Kubectl, namespace: str, name: str) -> str:
     return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
 
 
-def set_alias(mlflow_url: str, model: str, alias: str, version: str) -> None:
+def mlflow_admin(k: Kubectl, namespace: str, secret: str = "dockyard-mlflow-auth") -> tuple[str, str]:
+    """The embedded MLflow's admin credential, from the Secret the chart generated."""
+    data = k.json("-n", namespace, "get", "secret", secret)["data"]
+    return tuple(base64.b64decode(data[key]).decode() for key in ("admin-username", "admin-password"))  # type: ignore[return-value]
+
+
+def set_alias(mlflow_url: str, admin: tuple[str, str], model: str, alias: str, version: str) -> None:
     body = json.dumps({"name": model, "alias": alias, "version": version}).encode()
-    req = urllib.request.Request(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias", data=body,
-                                 method="POST", headers={"Content-Type": "application/json"})
+    login = base64.b64encode(":".join(admin).encode()).decode()
+    req = urllib.request.Request(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Basic {login}"})
     urllib.request.urlopen(req, timeout=30).read()
 
 
@@ -178,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"TrainingRun iris-rf: {MODEL} version {st['modelVersion']} registered, "
           f"metrics {json.dumps(st.get('metrics'))}")
-    set_alias(mlflow_url, MODEL, "champion", st["modelVersion"])
-    print(f"alias champion -> version {st['modelVersion']} (set through the MLflow REST API)")
+    set_alias(mlflow_url, mlflow_admin(k, args.namespace), MODEL, "champion", st["modelVersion"])
+    print(f"alias champion -> version {st['modelVersion']} (set through the MLflow REST API, as its admin)")
     md = wait_phase(k, args.workload_namespace, "modeldeployment/iris", ("Ready",), 900)
     print(f"ModelDeployment iris: {md['status']['phase']}, weights {md['status'].get('weights')}, "
           f"endpoint {md['status'].get('endpoint')}")
@@ -196,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  kubectl -n {args.workload_namespace} get dockyard")
     print(f"  curl -s -H 'Content-Type: application/json' -d '{json.dumps(PAYLOAD)}' \\\n"
           f"    {router}/v2/models/{MODEL}/infer")
-    print(f"  MLflow UI: {mlflow_url}")
+    print(f"  MLflow UI: {mlflow_url} (user admin; password: kubectl -n {args.namespace} get secret "
+          "dockyard-mlflow-auth -o jsonpath='{.data.admin-password}' | base64 -d)")
     print("  stop: hack/controlplane.sh down")
     return 0 if sum(n for v, n in counts.items() if not v.startswith("error")) == args.requests else 1
 
