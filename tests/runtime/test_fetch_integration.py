@@ -35,6 +35,11 @@ def test_fetch_writes_model_and_settings(
     assert info["model"] == name and info["version"] == version and info["variant"] == "challenger"
     assert info["modelUri"] == f"models:/{name}/{version}"
     assert info["source"] == mv.source and info["runId"] == mv.run_id
+    # The version's reference profile (monitoring) comes along with the model.
+    from dockyard.monitoring.reference import ReferenceProfile
+
+    assert info["referenceProfile"] == "reference-profile.json"
+    assert ReferenceProfile.model_validate_json((dest / "reference-profile.json").read_text()).rows == 120
 
     from mlserver.settings import ModelSettings
 
@@ -62,7 +67,7 @@ def test_fetch_twice_replaces_cleanly(
     name, version = registered
     fetch_model(mlflow_server.uri, name, version, tmp_path)
     fetch_model(mlflow_server.uri, name, version, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dockyard.json", "model", "model-settings.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dockyard.json", "model", "model-settings.json", "reference-profile.json"]
 
 
 def test_fetch_missing_version_fails_fast(

@@ -74,6 +74,42 @@ def test_train_logs_into_the_existing_run(mlflow_server: Any, tmp_path: Path) ->
     assert [m.model_id for m in logged] == [out["modelUri"].removeprefix("models:/")]
 
 
+def test_train_logs_the_reference_profile(mlflow_server: Any, tmp_path: Path) -> None:
+    """The run carries the profile of what the version learned from: the training split's
+    features in quantile bins (checked against numpy on the same split) and the held-out
+    predictions' class shares."""
+    import numpy as np
+    import pandas as pd
+
+    from dockyard.monitoring.reference import PROFILE_ARTIFACT, NumericProfile, ReferenceProfile
+    from dockyard.runtime.train import feature_frame, split
+
+    code, _, stderr, run_id, _ = run_train(mlflow_server, tmp_path, hyperparameters={"n_estimators": "10"})
+    assert code == 0, stderr
+    client = mlflow_server.client()
+    assert client.get_run(run_id).data.tags["dockyard.reference_profile"] == PROFILE_ARTIFACT
+    local = client.download_artifacts(run_id, PROFILE_ARTIFACT, str(tmp_path))
+    profile = ReferenceProfile.model_validate_json(Path(local).read_text())
+
+    frame = pd.read_csv(tmp_path / "iris.csv")
+    x, _ = feature_frame(frame, "species")
+    x_train, x_test, _, _ = split(x, frame["species"], "classification", 0.2, 42)
+    assert profile.rows == len(x_train) == 120
+    assert sorted(profile.features) == sorted(x.columns)
+    for name, feature in profile.features.items():
+        assert isinstance(feature, NumericProfile)
+        values = x_train[name].to_numpy()
+        cuts = sorted(set(np.quantile(values, np.linspace(0, 1, 11)[1:-1], method="lower")) - {values.max()})
+        assert feature.cuts == pytest.approx(cuts), name
+        counts = np.bincount(np.searchsorted(cuts, values, side="left"), minlength=len(cuts) + 1)
+        assert feature.fractions == pytest.approx(list(counts / len(values))), name
+        assert (feature.min, feature.max, feature.missing) == (values.min(), values.max(), 0)
+    assert profile.prediction is not None and profile.prediction.kind == "categorical"
+    assert set(profile.prediction.categories) <= {"setosa", "versicolor", "virginica"}
+    assert sum(profile.prediction.categories.values()) == pytest.approx(1.0)
+    assert len(x_test) == 30
+
+
 def test_same_attempt_twice_is_harmless(mlflow_server: Any, tmp_path: Path) -> None:
     """A Job retry (same run id, same params) logs into the same run again."""
     data = tmp_path / "iris.csv"

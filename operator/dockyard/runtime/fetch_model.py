@@ -37,6 +37,7 @@ VARIANT = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MODEL_SUBDIR = "model"
 MODEL_SETTINGS = "model-settings.json"
 DOCKYARD_JSON = "dockyard.json"
+REFERENCE_PROFILE = "reference-profile.json"  # the version's training-data profile, for drift
 MLSERVER_IMPLEMENTATION = "mlserver_mlflow.MLflowRuntime"
 
 
@@ -171,10 +172,30 @@ def fetch(
         "source": mv.source,
         "runId": mv.run_id,
         "runtime": runtime,
+        "referenceProfile": fetch_reference_profile(client, mv.run_id, dest, timeout) if mv.run_id else None,
     }
     _write_json(dest / MODEL_SETTINGS, model_settings(name, str(version)))
     _write_json(dest / DOCKYARD_JSON, info)
     return info
+
+
+def fetch_reference_profile(client: Any, run_id: str, dest: Path, timeout: float) -> str | None:
+    """Copy the run's reference profile (monitoring) next to the model; the file name, or None
+    when the trainer logged none (monitoring then has nothing to compare with, and says so)."""
+    from ..monitoring.reference import PROFILE_ARTIFACT
+
+    folder, _, _ = PROFILE_ARTIFACT.rpartition("/")
+    listed = with_retries(f"list artifacts of run {run_id}", lambda: client.list_artifacts(run_id, folder), timeout)
+    if PROFILE_ARTIFACT not in {a.path for a in listed}:
+        return None
+    staging = Path(tempfile.mkdtemp(prefix=".profile-", dir=dest))
+    try:
+        local = with_retries(f"download {PROFILE_ARTIFACT}",
+                             lambda: client.download_artifacts(run_id, PROFILE_ARTIFACT, str(staging)), timeout)
+        os.replace(local, dest / REFERENCE_PROFILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return REFERENCE_PROFILE
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

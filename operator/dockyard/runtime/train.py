@@ -402,6 +402,8 @@ def train(cfg: TrainConfig, environ: Mapping[str, str]) -> dict[str, Any]:
     import mlflow
     from mlflow.models import infer_signature
 
+    from ..monitoring.reference import log_reference_profile
+
     try:
         data = read_source_bytes(cfg.dataset_uri, environ)
     except RuntimeFailure as exc:
@@ -465,6 +467,8 @@ def train(cfg: TrainConfig, environ: Mapping[str, str]) -> dict[str, Any]:
     predictions = estimator.predict(x_test)
     metrics = compute_metrics(task, y_test, predictions)
     mlflow.log_metrics(metrics)
+    # What this version learned from, for drift monitoring (travels with the run's versions).
+    log_reference_profile(x_train, predictions)
 
     signature = infer_signature(x_test, predictions)
     trusted = skops_trusted_types(estimator)

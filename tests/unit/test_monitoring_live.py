@@ -1,0 +1,73 @@
+"""Unit tests for dockyard.monitoring.live: counting live values into the reference's buckets
+and judging a window of counts (issue 13)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dockyard.monitoring.live import OTHER, ColumnCounts, column_drift, evaluate, observe
+from dockyard.monitoring.reference import ReferenceProfile, categorical_profile, numeric_profile
+
+RNG = random.Random(13)
+TRAIN = [RNG.gauss(5.0, 1.0) for _ in range(2000)]
+COLOURS = ["red"] * 50 + ["green"] * 30 + ["blue"] * 20
+PROFILE = ReferenceProfile(rows=2000, features={"size": numeric_profile(TRAIN),
+                                                "colour": categorical_profile(COLOURS)})
+
+
+def counted(values: list[object], column: str = "size") -> ColumnCounts:
+    counts = ColumnCounts()
+    for v in values:
+        observe(PROFILE.features[column], v, counts)
+    return counts
+
+
+def test_in_distribution_traffic_is_stable() -> None:
+    drift = column_drift(PROFILE.features["size"], counted([RNG.gauss(5.0, 1.0) for _ in range(1000)]))
+    assert drift.method == "psi" and drift.drifted is False and drift.score is not None and drift.score < 0.1
+
+
+def test_a_feature_scaled_by_three_drifts_and_is_out_of_range() -> None:
+    counts = counted([3 * RNG.gauss(5.0, 1.0) for _ in range(1000)])
+    drift = column_drift(PROFILE.features["size"], counts)
+    assert drift.drifted is True and drift.score is not None and drift.score > 0.25
+    assert counts.out_of_range > 500
+
+
+def test_an_unseen_category_drifts_and_is_counted() -> None:
+    counts = counted(["red"] * 40 + ["purple"] * 60, "colour")
+    assert counts.unseen == 60 and counts.buckets[OTHER] == 60
+    drift = column_drift(PROFILE.features["colour"], counts)
+    assert drift.method == "jensenshannon" and drift.drifted is True
+
+
+def test_missing_and_wrongly_typed_values_are_counted_not_binned() -> None:
+    counts = counted([None, float("nan"), "five", True, 5.0])
+    assert (counts.missing, counts.invalid, counts.observed) == (2, 2, 1)
+
+
+def test_too_few_requests_are_inconclusive() -> None:
+    drift = column_drift(PROFILE.features["size"], counted([50.0] * 99), min_samples=100)
+    assert drift.score is None and drift.drifted is None
+
+
+def test_replicas_merge_by_adding_counts() -> None:
+    """What Prometheus does with counters of several Pods: the sum is one window."""
+    one, two = counted([RNG.gauss(5, 1) for _ in range(500)]), counted([15.0] * 500)
+    merged = ColumnCounts(one.buckets + two.buckets)
+    alone = counted([*([RNG.gauss(5, 1) for _ in range(500)]), *([15.0] * 500)])
+    assert merged.observed == alone.observed == 1000
+    assert column_drift(PROFILE.features["size"], merged).score == pytest.approx(
+        column_drift(PROFILE.features["size"], alone).score, rel=0.2)
+
+
+def test_report_names_the_drifted_features_and_dataset_drift() -> None:
+    report = evaluate(PROFILE, {"size": counted([3 * RNG.gauss(5, 1) for _ in range(500)]),
+                                "colour": counted(["red", "green", "blue", "red", "red"] * 100, "colour")})
+    assert [name for name, _ in report.most_drifted()] == ["size"]
+    assert report.dataset_drift is True  # 1 of 2 features: Evidently's share 0.5
+    assert evaluate(PROFILE, {}, share=0.5).dataset_drift is None  # nothing counted yet
+    with pytest.raises(KeyError, match="weight"):
+        evaluate(PROFILE, {}, watch=["size", "weight"])
