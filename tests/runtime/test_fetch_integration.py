@@ -45,7 +45,7 @@ def test_fetch_writes_model_and_settings(
 
     settings = ModelSettings.parse_file(str(dest / "model-settings.json"))
     assert settings.name == name
-    assert settings.implementation_ == "mlserver_mlflow.MLflowRuntime"
+    assert settings.implementation_ == "dockyard.runtime.monitored.MonitoredMLflowRuntime"  # it has a profile
     assert settings.parameters is not None and settings.parameters.version == version
     assert settings.versions == [version]
     from mlserver.utils import to_absolute_path

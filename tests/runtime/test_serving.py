@@ -91,6 +91,51 @@ def test_mlserver_metadata_and_health(mlserver: Any, registered_version: str) ->
     assert metrics.status_code == 200 and "model_infer_request" in metrics.text
 
 
+def monitor_counts(metrics_port: int, metric: str, **match: str) -> float:
+    """Sum of one dockyard_monitor_* counter over the samples whose labels include `match`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == f"{metric}_total" and all(s.labels.get(k) == v for k, v in match.items()))
+
+
+def test_mlserver_counts_live_traffic_into_the_reference_buckets(mlserver: Any, registered_version: str) -> None:
+    """Monitoring (issue 13): every request's features and predictions land in the version's
+    reference buckets, labelled by model, version and variant; out-of-range values and payloads
+    that do not fit are counted, and never break serving."""
+    port, _, metrics_port = mlserver
+    url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+    labels = {"model": MODEL, "version": registered_version, "variant": "champion"}
+
+    def count(metric: str, **match: str) -> float:
+        return monitor_counts(metrics_port, metric, **labels, **match)
+
+    before = {m: count(m) for m in ("dockyard_monitor_feature_values", "dockyard_monitor_predictions")}
+    counted = count("dockyard_monitor_requests", outcome="counted")
+    for _ in range(5):
+        assert requests.post(url, json=v2_infer_payload(), timeout=30).status_code == 200
+    rows = 5 * len(IRIS_SAMPLE_ROWS)
+    assert count("dockyard_monitor_requests", outcome="counted") == counted + 5
+    assert count("dockyard_monitor_feature_values") - before["dockyard_monitor_feature_values"] == 4 * rows
+    assert count("dockyard_monitor_predictions") - before["dockyard_monitor_predictions"] == rows
+    assert count("dockyard_monitor_predictions", bucket="virginica") >= 10  # 2 of each 6 rows
+
+    # Three times the petal length: beyond anything the model was trained on.
+    out_of_range = count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range")
+    shifted = [[r[0], r[1], 3 * r[2], r[3]] for r in IRIS_SAMPLE_ROWS]
+    assert requests.post(url, json=v2_infer_payload(shifted), timeout=30).status_code == 200
+    assert count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range") >= (
+        out_of_range + 4)  # 4.7*3 and up exceed the training maximum (6.9)
+
+    # A payload without the model's features: refused as before, counted as a mismatch.
+    mismatch = count("dockyard_monitor_requests", outcome="mismatch")
+    bad = {"inputs": [{"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}
+    assert requests.post(url, json=bad, timeout=30).status_code >= 400
+    assert count("dockyard_monitor_requests", outcome="mismatch") == mismatch + 1
+    assert requests.post(url, json=v2_infer_payload(), timeout=30).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def seldon(
     mlflow_server: Any, registered_version: str, tmp_path_factory: pytest.TempPathFactory

@@ -46,29 +46,35 @@ class ColumnCounts:
         return sum(self.buckets.values())
 
 
-def observe(profile: NumericProfile | CategoricalProfile, value: Any, counts: ColumnCounts) -> None:
-    """Count one value of a column."""
+Anomaly = Literal["missing", "out_of_range", "unseen", "invalid"]
+
+
+def bucket(profile: NumericProfile | CategoricalProfile, value: Any) -> tuple[str | None, Anomaly | None]:
+    """The bucket label of one value (None when it goes into no bucket), and what is odd
+    about it. Out-of-range numbers and unseen categories are still bucketed: they are traffic."""
     if is_missing(value):
-        counts.missing += 1
-        return
+        return None, "missing"
     if isinstance(profile, NumericProfile):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            counts.invalid += 1
-            return
+            return None, "invalid"
         number = float(value)
-        if number < profile.min or number > profile.max:
-            counts.out_of_range += 1
-        counts.buckets[str(bin_index(profile.cuts, number))] += 1
-        return
+        odd: Anomaly | None = "out_of_range" if number < profile.min or number > profile.max else None
+        return str(bin_index(profile.cuts, number)), odd
     text = str(value)
     if text in profile.categories:
-        counts.buckets[text] += 1
-        return
-    counts.buckets[OTHER] += 1
-    # Only a category the reference lumped into "other" is known; the profile does not list
-    # those, so without an "other" share every category beyond the kept ones is unseen.
-    if profile.other == 0:
-        counts.unseen += 1
+        return text, None
+    # Categories the reference lumped into "other" are not listed; without an "other" share,
+    # every category beyond the kept ones is one the reference never saw.
+    return OTHER, "unseen" if profile.other == 0 else None
+
+
+def observe(profile: NumericProfile | CategoricalProfile, value: Any, counts: ColumnCounts) -> None:
+    """Count one value of a column."""
+    label, odd = bucket(profile, value)
+    if label is not None:
+        counts.buckets[label] += 1
+    if odd is not None:
+        setattr(counts, odd, getattr(counts, odd) + 1)
 
 
 @dataclass(frozen=True)

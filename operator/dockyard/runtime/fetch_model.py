@@ -5,7 +5,8 @@
 
 Writes:
   DIR/model/                the MLflow model (MLmodel, model files, requirements, input example)
-  DIR/model-settings.json   MLServer model settings (name NAME, mlserver_mlflow.MLflowRuntime,
+  DIR/model-settings.json   MLServer model settings (name NAME, mlserver_mlflow.MLflowRuntime or,
+                            with a reference profile, dockyard.runtime.monitored.MonitoredMLflowRuntime,
                             parameters.uri "./model", parameters.version V, versions [V])
   DIR/dockyard.json         {"model", "version", "variant", "modelUri", "source", "runId", "runtime"}
 
@@ -98,12 +99,17 @@ def with_retries[T](
             delay = min(delay * 2, max_delay)
 
 
-def model_settings(name: str, version: str, model_uri: str = f"./{MODEL_SUBDIR}") -> dict[str, Any]:
+MONITORED_IMPLEMENTATION = "dockyard.runtime.monitored.MonitoredMLflowRuntime"
+
+
+def model_settings(name: str, version: str, model_uri: str = f"./{MODEL_SUBDIR}", *,
+                   monitored: bool = False) -> dict[str, Any]:
     """MLServer model-settings.json. Every variant serves under the registered model name so
-    clients send identical requests; the version is visible in V2 metadata."""
+    clients send identical requests; the version is visible in V2 metadata. A version with a
+    reference profile is served by the runtime that counts its traffic for drift monitoring."""
     return {
         "name": name,
-        "implementation": MLSERVER_IMPLEMENTATION,
+        "implementation": MONITORED_IMPLEMENTATION if monitored else MLSERVER_IMPLEMENTATION,
         "platform": "mlflow",
         # V2 model metadata lists `versions`; MLServer fills it from here.
         "versions": [version],
@@ -174,7 +180,8 @@ def fetch(
         "runtime": runtime,
         "referenceProfile": fetch_reference_profile(client, mv.run_id, dest, timeout) if mv.run_id else None,
     }
-    _write_json(dest / MODEL_SETTINGS, model_settings(name, str(version)))
+    _write_json(dest / MODEL_SETTINGS, model_settings(name, str(version),
+                                                      monitored=info["referenceProfile"] is not None))
     _write_json(dest / DOCKYARD_JSON, info)
     return info
 
