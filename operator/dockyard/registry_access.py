@@ -32,7 +32,7 @@ from typing import Any
 
 from .kube import ApiError, KubeClient
 from .labels import MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL
-from .mlflow_client import MlflowClient
+from .mlflow_client import MlflowClient, MlflowError, MlflowNotFound
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,22 @@ async def model_owner(mlflow: MlflowClient, known: dict[str, str], name: str, *,
     return known[name]
 
 
+class RegistryRefused(Exception):
+    """MLflow or the apiserver refused what the workload credential needs (the operator's
+    MLflow user is not an admin, RBAC forbids the Secret): reported in the object's status
+    like a refused child, and retried with backoff."""
+
+    reason = "MlflowCredentialsRefused"
+
+
+def _refusal(what: str, exc: Exception) -> Exception:
+    """The exception to raise for `exc`: RegistryRefused for a refusal that waiting will not
+    fix; `exc` itself otherwise (MLflow down, a conflict, a server error)."""
+    refused = (isinstance(exc, MlflowError) and not isinstance(exc, MlflowNotFound)) or (
+        isinstance(exc, ApiError) and exc.status in (400, 403, 422))
+    return RegistryRefused(f"{what}: {exc}"[:1000]) if refused else exc
+
+
 def build_workload_secret(namespace: str, username: str, password: str) -> dict[str, Any]:
     """The Secret Pods of `namespace` load as their MLflow credential. No owner reference:
     it serves every Dockyard object of the namespace and outlives each of them."""
@@ -148,6 +164,13 @@ class WorkloadCredentials:
     async def ensure(self, namespace: str) -> None:
         if not self.enabled or namespace in self._ready:
             return
+        try:
+            await self._ensure(namespace)
+        except (MlflowError, ApiError) as exc:
+            raise _refusal(f"MLflow credential of namespace {namespace!r}", exc) from exc
+        self._ready.add(namespace)
+
+    async def _ensure(self, namespace: str) -> None:
         username = workload_username(namespace)
         secret = await self._kube.get("v1", "Secret", namespace, WORKLOAD_SECRET)
         password = secret_password(secret, namespace) if secret is not None else None
@@ -164,11 +187,10 @@ class WorkloadCredentials:
                 if exc.status != 409:
                     raise
                 # Another replica (or a previous life) got there first: its password wins.
-                return await self.ensure(namespace)
+                return await self._ensure(namespace)
             log.info("set MLflow workload user %s and Secret %s/%s", username, namespace, WORKLOAD_SECRET)
         else:
             await self._set_user(username, password)
-        self._ready.add(namespace)
 
     async def foreign_writers(self, resource_type: str, resource_id: str, namespace: str) -> list[str]:
         """Other namespaces' workload users that may change an untagged experiment or model:
@@ -195,6 +217,18 @@ class WorkloadCredentials:
                                    f"MLflow experiment {name!r} can be changed by {', '.join(writers)} (another "
                                    "namespace's workload); choose another spec.experiment")
 
+    async def check_model_use(self, known: dict[str, str], name: str, namespace: str, *, create: bool = False) -> None:
+        """Refuse (ForeignOwner) work for `namespace` on registered model `name` that another
+        namespace owns or may change; with `create`, a missing model is created, owned by
+        `namespace`. `known` caches owners per process; a refusal is looked up again next
+        time (an admin may revoke the grant)."""
+        owner = await model_owner(self._mlflow, known, name, create_for=namespace if create else None)
+        try:
+            await self.check_model(name, owner, namespace)
+        except ForeignOwner:
+            known.pop(name, None)
+            raise
+
     async def check_model(self, name: str, owner: str, namespace: str) -> None:
         check_model(name, owner, namespace)
         if not owner:
@@ -210,7 +244,10 @@ class WorkloadCredentials:
         if not self.enabled or (namespace, experiment_id) in self._granted:
             return
         await self.ensure(namespace)
-        await self._mlflow.grant(workload_username(namespace), "experiment", experiment_id, "EDIT")
+        try:
+            await self._mlflow.grant(workload_username(namespace), "experiment", experiment_id, "EDIT")
+        except MlflowError as exc:
+            raise _refusal(f"granting namespace {namespace!r} EDIT on experiment {experiment_id}", exc) from exc
         self._granted.add((namespace, experiment_id))
 
     async def _set_user(self, username: str, password: str) -> None:

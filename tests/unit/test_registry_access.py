@@ -182,3 +182,24 @@ def test_an_untagged_model_another_namespaces_workload_can_change_is_refused() -
     asyncio.run(creds.check_model("clean", "", "team-a"))  # a clean verdict is remembered
     assert mlflow.lookups == lookups
     asyncio.run(creds.check_experiment("e", "7", {}, "team-a"))
+
+
+def test_a_refusal_becomes_a_reportable_error_and_mlflow_down_stays_retryable() -> None:
+    from dockyard.mlflow_client import MlflowError, MlflowUnavailable
+    from dockyard.registry_access import RegistryRefused
+
+    class Refusing(FakeMlflow):
+        async def create_user(self, username: str, password: str) -> None:
+            raise MlflowError(403, "", "Permission denied")
+
+    class Down(FakeMlflow):
+        async def user_exists(self, username: str) -> bool:
+            raise MlflowUnavailable("MLflow get_user: ClientConnectorError")
+
+    refusing = WorkloadCredentials(FakeKube(), Refusing(), enabled=True)  # type: ignore[arg-type]
+    with pytest.raises(RegistryRefused, match="team-a.*Permission denied") as refused:
+        asyncio.run(refusing.ensure("team-a"))
+    assert refused.value.reason == "MlflowCredentialsRefused"
+    down = WorkloadCredentials(FakeKube(), Down(), enabled=True)  # type: ignore[arg-type]
+    with pytest.raises(MlflowUnavailable):
+        asyncio.run(down.ensure("team-a"))

@@ -34,7 +34,7 @@ from ..config import OperatorConfig
 from ..kube import FIELD_MANAGER, ApiError, KubeClient
 from ..labels import SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowClient
-from ..registry_access import WorkloadCredentials
+from ..registry_access import RegistryRefused, WorkloadCredentials
 from .state import ControllerState
 
 log = logging.getLogger(__name__)
@@ -449,6 +449,7 @@ class ChildRejected(Exception):
     backoff (someone may raise the quota or grant the role)."""
 
     REFUSALS = frozenset({400, 403, 422})
+    reason = "ChildRejected"
 
     def __init__(self, child: dict[str, Any], error: ApiError):
         self.kind = str(child.get("kind"))
@@ -462,17 +463,17 @@ class ChildRejected(Exception):
         return cls(child, error) if error.status in cls.REFUSALS else error
 
 
-async def report_rejection(ctx: Context, body: dict[str, Any], exc: ChildRejected) -> None:
-    """Ready=False/ChildRejected with the API's message, and a Warning Event when it is new."""
+async def report_rejection(ctx: Context, body: dict[str, Any], exc: ChildRejected | RegistryRefused) -> None:
+    """Ready=False with the refusal's reason and message, and a Warning Event when it is new."""
     status = dict(body.get("status") or {})
     message = str(exc)[:1000]
     if status.get("message") == message:
         return  # already reported; the retry met the same refusal
     status["message"] = message
-    status["conditions"] = summarize(status.get("conditions"), ready=False, reason="ChildRejected", message=message,
+    status["conditions"] = summarize(status.get("conditions"), ready=False, reason=exc.reason, message=message,
                                      generation=generation(body))
     await write_status(ctx, body, status)
-    await ctx.events.emit(body, "Warning", "ChildRejected", message)
+    await ctx.events.emit(body, "Warning", exc.reason, message)
 
 
 def generation(body: dict[str, Any]) -> int:
@@ -635,13 +636,14 @@ class Runtime:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             delay = min(0.5 * (2 ** (failures - 1)), 300.0)
-            if isinstance(exc, ChildRejected):
+            if isinstance(exc, ChildRejected | RegistryRefused):
                 await self._report(key, exc)
             if isinstance(exc, MlflowWaitError):
                 # Waiting on MLflow: retry at most every 30 s, and at once when it answers again.
                 delay = min(delay, self.MLFLOW_MAX_BACKOFF)
                 self._mlflow_waiters.add(key)
-            level = logging.WARNING if isinstance(exc, ApiError | TransientError | ChildRejected) else logging.ERROR
+            level = (logging.WARNING if isinstance(exc, ApiError | TransientError | ChildRejected | RegistryRefused)
+                     else logging.ERROR)
             log.log(level, "reconcile %s/%s/%s failed (%d): %s; retry in %.1fs", *key, failures, exc, delay,
                     exc_info=level == logging.ERROR)
             metrics.RECONCILE_TOTAL.labels(kind=kind, result="error").inc()
@@ -661,7 +663,7 @@ class Runtime:
             self.ctx.queue.forget(key)  # a timer left from an earlier pass would be a no-op reconcile
 
 
-    async def _report(self, key: Key, exc: ChildRejected) -> None:
+    async def _report(self, key: Key, exc: ChildRejected | RegistryRefused) -> None:
         body = self.ctx.cache.get(key)
         if body is None:
             return

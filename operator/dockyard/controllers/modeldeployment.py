@@ -29,7 +29,7 @@ from ..mlflow_client import MlflowUnavailable
 from ..rollout import effective_weights, requeue_after, traffic_serving
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
-from .base import Context, Result, ensure_child, generation, write_status
+from .base import Context, MlflowWaitError, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
 from .rollout import forget as forget_rollout
 from .rollout import reconcile_rollout, router_serving
@@ -83,7 +83,10 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
     # 3. Children: apply what changed, prune what the spec no longer has.
     desired = desired_serving_children(body, served, resolution.versions, ctx.cfg, model_uris=resolution.sources)
     # The serving Pods' fetch-model loads the namespace's MLflow credential Secret: make it first.
-    await ctx.registry.ensure(body["metadata"]["namespace"])
+    try:
+        await ctx.registry.ensure(body["metadata"]["namespace"])
+    except MlflowUnavailable as exc:
+        raise MlflowWaitError(str(exc)) from exc
     policy = build_network_policy(body, served, ctx.cfg)
     if policy is not None:
         desired.insert(0, policy)  # first: the serving Pods never run unprotected

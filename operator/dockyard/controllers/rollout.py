@@ -19,7 +19,7 @@ from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.rollout import MetricResult, RolloutSpec, RolloutStatus
 from ..labels import COMPONENT_LABEL, MODEL_VERSION_LABEL, SPEC_HASH_ANNOTATION
 from ..mlflow_client import MlflowNotFound, MlflowUnavailable
-from ..registry_access import ForeignOwner, model_owner
+from ..registry_access import ForeignOwner
 from ..rollout import (
     APPROVE_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -85,15 +85,8 @@ async def _check_model_owner(ctx: Context, body: dict[str, Any], spec: ModelDepl
                              seen: Observed) -> Observed:
     """A rollout moves the model's aliases with the operator's MLflow rights: refuse it for a
     model another namespace's TrainingRuns registered (docs/security.md)."""
-    ns = body["metadata"]["namespace"]
     try:
-        known = ctx.state.registered_models
-        owner = await model_owner(ctx.mlflow, known, spec.model_name)
-        try:
-            await ctx.registry.check_model(spec.model_name, owner, ns)
-        except ForeignOwner:
-            known.pop(spec.model_name, None)  # look again next time: an admin may revoke the grant
-            raise
+        await ctx.registry.check_model_use(ctx.state.registered_models, spec.model_name, body["metadata"]["namespace"])
     except ForeignOwner as exc:
         return replace(seen, blocked_reason=(exc.reason, exc.message))
     except MlflowNotFound:  # no such model: version resolution reports that

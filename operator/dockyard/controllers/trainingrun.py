@@ -25,7 +25,7 @@ from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
-from ..registry_access import ForeignOwner, model_owner, owner_tags
+from ..registry_access import ForeignOwner, owner_tags
 from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
@@ -228,14 +228,8 @@ async def _register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, r
     if existing is not None:
         return existing.version
     known = ctx.state.registered_models
-    namespace = body["metadata"]["namespace"]
     # One call per model per operator process, not per run.
-    owner = await model_owner(ctx.mlflow, known, spec.model_name, create_for=namespace)
-    try:
-        await ctx.registry.check_model(spec.model_name, owner, namespace)
-    except ForeignOwner:
-        known.pop(spec.model_name, None)  # look again next time: an admin may revoke the grant
-        raise
+    await ctx.registry.check_model_use(known, spec.model_name, body["metadata"]["namespace"], create=True)
     source = run_tags.get(TAG_MODEL_URI) or f"runs:/{run_id}/model"
     model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
     meta = body["metadata"]
