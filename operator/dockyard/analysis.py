@@ -102,6 +102,21 @@ class Prometheus:
     async def query_scalar(self, promql: str) -> float | None:
         """Evaluate `promql` now; its one number, or None when the result is empty or NaN.
         A vector of more than one series raises :class:`PrometheusQueryError`."""
+        return _one_number(await self._query(promql))
+
+    async def query_vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """Evaluate `promql` now; each series' labels and value (NaN series left out)."""
+        data = await self._query(promql)
+        if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+            raise PrometheusQueryError(f"the query returned a {data.get('resultType')}; a vector was expected")
+        out = []
+        for series in data["result"]:
+            value = _finite_or_none(series["value"][1])
+            if value is not None:
+                out.append(({str(k): str(v) for k, v in (series.get("metric") or {}).items()}, value))
+        return out
+
+    async def _query(self, promql: str) -> dict[str, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         # POST form: the query never goes into the URL (long queries, and no escaping issue).
@@ -120,7 +135,8 @@ class Prometheus:
             raise PrometheusUnavailable(f"Prometheus {self.url}: HTTP {status} {error}".rstrip())
         if status >= 400 or not isinstance(payload, dict) or payload.get("status") != "success":
             raise PrometheusQueryError(f"Prometheus refused the query (HTTP {status}) {error}".rstrip())
-        return _one_number(payload.get("data") or {})
+        data: dict[str, Any] = payload.get("data") or {}
+        return data
 
 
 def _one_number(data: dict[str, Any]) -> float | None:
@@ -162,14 +178,14 @@ def promql_string(value: str) -> str:
     return "".join(out)
 
 
+def serving_matchers(namespace: str, name: str, variant: str, version: str) -> list[str]:
+    """Label matchers of one variant+version's serving series (the PodMonitor's target labels)."""
+    labels = {LABEL_NAMESPACE: namespace, LABEL_MODELDEPLOYMENT: name, LABEL_VARIANT: variant, LABEL_VERSION: version}
+    return [f'{k}="{promql_string(v)}"' for k, v in labels.items()]
+
+
 def _selector(target: AnalysisTarget) -> str:
-    labels = {
-        LABEL_NAMESPACE: target.namespace,
-        LABEL_MODELDEPLOYMENT: target.name,
-        LABEL_VARIANT: target.variant,
-        LABEL_VERSION: target.version,
-    }
-    matchers = [f'{k}="{promql_string(v)}"' for k, v in labels.items()]
+    matchers = serving_matchers(target.namespace, target.name, target.variant, target.version)
     matchers += ['method="POST"', f'path=~"{INFER_PATH_RE}"']
     return "{" + ", ".join(matchers) + "}"
 

@@ -52,6 +52,30 @@ ROLLOUT_ANALYSIS = Counter(
     ["namespace", "name", "metric", "result"],
 )
 
+DRIFT_SCORE = Gauge(
+    "dockyard_drift_score",
+    "Drift score of the last window per feature (PSI for numeric, Jensen-Shannon distance for categorical; "
+    "feature __prediction__ for the predictions).",
+    ["namespace", "name", "variant", "model_version", "feature", "method"],
+)
+DRIFT_DETECTED = Gauge(
+    "dockyard_drift_detected", "1 when the feature's last drift score is above its threshold, else 0.",
+    ["namespace", "name", "variant", "model_version", "feature"],
+)
+DATASET_DRIFT = Gauge(
+    "dockyard_dataset_drift", "1 when the variant's last window had dataset drift, 0 when not (absent: inconclusive).",
+    ["namespace", "name", "variant", "model_version"],
+)
+DRIFT_EVALUATIONS = Counter(
+    "dockyard_drift_evaluations_total",
+    "Drift evaluations per variant by result (Drift, NoDrift, Inconclusive, NoReference, Error).",
+    ["namespace", "name", "result"],
+)
+DRIFT_EVALUATION_DURATION = Histogram(
+    "dockyard_drift_evaluation_duration_seconds", "Time to evaluate one ModelDeployment's drift (queries included).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
 
 class PhaseTracker:
     """Keeps `dockyard_resources{kind,phase}` exact by remembering each object's phase."""

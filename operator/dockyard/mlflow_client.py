@@ -271,6 +271,64 @@ class MlflowClient:
             raise
         return str(data["model_version"]["version"])
 
+    # -- run artifacts --------------------------------------------------------------------
+    # Through the mlflow library (in a thread): it speaks every artifact store a run may use
+    # (the server's proxy, S3, GCS, ...), with the same MLFLOW_TRACKING_* credentials. These
+    # calls are rare (a reference profile per version, a report on drift).
+
+    async def read_artifact(self, run_id: str, path: str) -> bytes | None:
+        """The bytes of the run's artifact `path`, or None when the run has no such file."""
+        def read() -> bytes | None:
+            import tempfile
+            from pathlib import Path
+
+            client = self._library_client()
+            folder, _, _ = path.rpartition("/")
+            if path not in {a.path for a in client.list_artifacts(run_id, folder or None)}:
+                return None
+            with tempfile.TemporaryDirectory(prefix="dockyard-artifact-") as tmp:
+                return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+
+        return await self._in_thread("read_artifact", read)
+
+    async def write_artifact(self, run_id: str, path: str, data: bytes) -> str:
+        """Store `data` as the run's artifact `path` (replacing it); its runs:/ URI."""
+        def write() -> None:
+            import tempfile
+            from pathlib import Path
+
+            folder, _, filename = path.rpartition("/")
+            with tempfile.TemporaryDirectory(prefix="dockyard-artifact-") as tmp:
+                local = Path(tmp) / filename
+                local.write_bytes(data)
+                self._library_client().log_artifact(run_id, str(local), folder or None)
+
+        await self._in_thread("write_artifact", write)
+        return f"runs:/{run_id}/{path}"
+
+    def _library_client(self) -> Any:
+        from mlflow.tracking import MlflowClient as LibraryClient
+
+        return LibraryClient(tracking_uri=self.tracking_uri)
+
+    async def _in_thread[T](self, operation: str, call: Any) -> T:
+        import asyncio
+
+        from mlflow.exceptions import MlflowException
+
+        try:
+            result: T = await asyncio.to_thread(call)
+            return result
+        except MlflowException as exc:
+            metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise MlflowNotFound(404, exc.error_code, str(exc)[:500]) from exc
+            if exc.get_http_status_code() < 500 and exc.error_code != "INTERNAL_ERROR":
+                raise MlflowError(exc.get_http_status_code(), exc.error_code, str(exc)[:500]) from exc
+            raise MlflowUnavailable(f"MLflow {operation}: {str(exc)[:500]}") from exc
+        except OSError as exc:  # connection refused, ...
+            metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+            raise MlflowUnavailable(f"MLflow {operation}: {exc.__class__.__name__}: {exc}") from exc
 
     # -- users and permissions (MLflow's basic-auth app; the caller must be an admin) ------
     async def user_exists(self, username: str) -> bool:

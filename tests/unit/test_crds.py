@@ -283,7 +283,7 @@ def test_short_names_do_not_collide_with_builtin_kinds() -> None:
     [
         ("Dataset", ["Phase", "Version", "Rows", "Ready", "Age"]),
         ("TrainingRun", ["Phase", "Model", "Version", "Dataset", "Ready", "Age"]),
-        ("ModelDeployment", ["Phase", "Model", "Weights", "Rollout", "Step", "Router", "Ready", "Age"]),
+        ("ModelDeployment", ["Phase", "Model", "Weights", "Rollout", "Step", "Drift", "Router", "Ready", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, expected: list[str]) -> None:

@@ -19,6 +19,7 @@ from .common import (
     cel,
     schema_extra,
 )
+from .monitoring import MonitoringSpec, MonitoringStatus
 from .rollout import RolloutSpec, RolloutStatus
 from .trainingrun import MLFLOW_ALIAS, check_alias
 
@@ -334,6 +335,10 @@ class ModelDeploymentSpec(ApiModel):
     rollout: RolloutSpec | None = Field(
         default=None, description="Progressive delivery of one variant: canary steps, analysis, promotion, rollback."
     )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description="Data drift monitoring: compare live traffic with each served version's training data.",
+    )
 
     @field_validator("variants")
     @classmethod
@@ -411,6 +416,7 @@ class ModelDeploymentStatus(BaseStatus):
     variants: list[VariantStatus] | None = Field(default=None, description="Per-variant state.")
     weights: str | None = Field(default=None, description="Effective weights such as a=80,b=20 (printer column).")
     rollout: RolloutStatus | None = Field(default=None, description="Progressive delivery state.")
+    monitoring: MonitoringStatus | None = Field(default=None, description="Data drift, per variant.")
 
 
 VALID_PHASES = ("Pending", "Resolving", "Progressing", "Ready", "Degraded", "Invalid", "Failed")
@@ -421,6 +427,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Weights", "type": "string", "jsonPath": ".status.weights"},
     {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
     {"name": "Step", "type": "string", "jsonPath": ".status.rollout.summary"},
+    {"name": "Drift", "type": "string", "jsonPath": '.status.conditions[?(@.type=="DataDrift")].status'},
     {"name": "Router", "type": "string", "jsonPath": ".spec.router.type", "priority": 1},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

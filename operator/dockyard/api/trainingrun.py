@@ -8,13 +8,16 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
+    DNS_LABEL,
     DNS_SUBDOMAIN,
+    DURATION,
     MODEL_NAME,
     ApiModel,
     BaseStatus,
     ResourceRequirements,
     Scheduling,
     cel,
+    parse_duration,
     schema_extra,
 )
 
@@ -145,12 +148,32 @@ class QualityGate(ApiModel):
         return value >= self.threshold if self.direction == "maximize" else value <= self.threshold
 
 
+class DriftTrigger(ApiModel):
+    """Retrain when a ModelDeployment's traffic drifts for `windows` evaluations in a row."""
+
+    model_deployment: str = Field(
+        pattern=DNS_LABEL, max_length=63, description="ModelDeployment (same namespace) whose DataDrift is watched.")
+    windows: int = Field(
+        default=3, ge=1, le=1000, description="Consecutive drifted windows before an attempt starts.")
+    cooldown: str = Field(
+        default="1h", pattern=DURATION, max_length=32,
+        description="Least time between two drift-triggered attempts (from the start of the last one).")
+
+    def cooldown_seconds(self) -> int:
+        return parse_duration(self.cooldown)
+
+
 class RetryPolicy(ApiModel):
     """When to train again inside the same TrainingRun."""
 
     on_dataset_change: bool = Field(
         default=False,
         description="Start a new attempt when the Dataset records a new version (unpinned runs only).",
+    )
+    on_drift: DriftTrigger | None = Field(
+        default=None,
+        description="Start a new attempt, on the Dataset's current version, when a ModelDeployment reports "
+        "sustained data drift.",
     )
 
 
@@ -224,6 +247,7 @@ class Attempt(ApiModel):
     result: str | None = Field(default=None, description="Succeeded, Rejected or Failed.")
     model_version: str | None = Field(default=None, description="Registered version, if any.")
     completion_time: str | None = Field(default=None, description="When it ended.")
+    trigger: str | None = Field(default=None, description="Why it started: datasetChange or drift.")
 
 
 class TrainingRunStatus(BaseStatus):
@@ -240,6 +264,11 @@ class TrainingRunStatus(BaseStatus):
     start_time: str | None = Field(default=None, description="When the current attempt started.")
     completion_time: str | None = Field(default=None, description="When the current attempt ended.")
     history: list[Attempt] | None = Field(default=None, description="Bounded list of attempts, newest last.")
+    trigger: str | None = Field(
+        default=None, description="Why the current attempt started: datasetChange or drift (absent for the first).")
+    trigger_message: str | None = Field(default=None, description="The trigger in words (for drift, the scores).")
+    last_drift_retrain: str | None = Field(
+        default=None, description="When the last drift-triggered attempt started (the cooldown counts from here).")
 
 
 VALID_PHASES = (

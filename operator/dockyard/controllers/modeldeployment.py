@@ -19,18 +19,22 @@ from typing import Any, Literal
 from .. import metrics
 from ..api.common import parse_duration
 from ..api.modeldeployment import ModelDeploymentSpec, check_name
+from ..api.monitoring import MonitoringStatus
 from ..api.rollout import RolloutStatus
 from ..builders.network import build_network_policy
 from ..builders.serving import desired_serving_children, router_endpoint, router_kind_for, variant_endpoint
-from ..conditions import set_condition, summarize
+from ..conditions import get_condition, set_condition, summarize
 from ..kube import ApiError
 from ..labels import KIND_LABEL, OWNER_LABEL, owned_by
 from ..mlflow_client import MlflowUnavailable
+from ..monitoring.window import drift_condition
 from ..rollout import effective_weights, requeue_after, traffic_serving
 from ..routers import ROUTER_KINDS
 from ..routers.common import router_name, variant_service_name
 from .base import Context, MlflowWaitError, Result, ensure_child, generation, write_status
 from .common import announce_transition, invalid_status, parse_spec, phase_status
+from .monitoring import forget as forget_monitoring
+from .monitoring import reconcile_monitoring
 from .rollout import forget as forget_rollout
 from .rollout import reconcile_rollout, router_serving
 from .state import DeploymentState, Resolution
@@ -118,11 +122,16 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         status["conditions"] = _rollout_condition(status["conditions"], rollout_status, gen)
     else:
         status.pop("rollout", None)
+    # 5. Drift: once per monitoring window, each variant's traffic against its version's training data.
+    monitoring, monitoring_wait = await reconcile_monitoring(ctx, state, body, spec, resolution)
+    await _set_drift(ctx, body, status, monitoring, gen)
     await _announce_version_changes(ctx, body, spec, resolution)
     await _write(ctx, body, status)
     _export_weights(state, body, served, resolution)
     if status["phase"] != "Ready" and requeue is None:
         requeue = 30.0
+    if monitoring_wait is not None:
+        requeue = monitoring_wait if requeue is None else min(requeue, monitoring_wait)
     if spec.rollout is not None:
         wait = requeue_after(rollout_status, datetime.now(UTC), spec.rollout)
         if state.resolve_now:
@@ -130,6 +139,26 @@ async def reconcile(ctx: Context, body: dict[str, Any]) -> Result:
         if wait is not None:
             requeue = wait if requeue is None else min(requeue, wait)
     return Result(requeue_after=requeue)
+
+
+async def _set_drift(ctx: Context, body: dict[str, Any], status: dict[str, Any], monitoring: MonitoringStatus | None,
+                     gen: int) -> None:
+    """status.monitoring and the `DataDrift` condition, with an Event when drift starts or ends."""
+    if monitoring is None:
+        status.pop("monitoring", None)
+        status["conditions"] = [c for c in status["conditions"] if c.get("type") != "DataDrift"]
+        return
+    status["monitoring"] = monitoring.to_api()
+    before = get_condition(status["conditions"], "DataDrift")
+    value, reason, message = drift_condition(monitoring.variants or [])
+    status["conditions"] = set_condition(status["conditions"], "DataDrift", value, reason, message[:4000], gen)
+    was = (before or {}).get("status")
+    if value == "True" and was != "True":
+        await ctx.events.emit(body, "Warning", "DataDrift", message[:1000])
+    elif value == "False" and was == "True":
+        await ctx.events.emit(body, "Normal", "DataDriftResolved", message[:1000])
+    elif value == "Unknown" and (before or {}).get("reason") != reason and reason not in ("TooFewSamples",):
+        await ctx.events.emit(body, "Warning", "DriftNotEvaluated", f"{reason}: {message}"[:1000])
 
 
 def with_weights(spec: ModelDeploymentSpec, weights: dict[str, int]) -> ModelDeploymentSpec:
@@ -399,5 +428,6 @@ def forget(ctx: Context, body: dict[str, Any]) -> None:
     meta = body["metadata"]
     state = ctx.state.deployments.pop(meta["uid"])
     forget_rollout(body)
+    forget_monitoring(body, state)
     for variant, version in (state.exported_versions if state else {}).items():
         metrics.VARIANT_WEIGHT.remove(meta["namespace"], meta["name"], variant, version)

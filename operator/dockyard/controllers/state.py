@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..analysis import Prometheus
+from ..monitoring.reference import ReferenceProfile
 
 
 @dataclass
@@ -35,6 +37,17 @@ class DeploymentState:
     # Child uid -> version marker (generation, else resourceVersion) our last apply returned:
     # a child whose marker moved was changed by someone else and is applied again.
     applied_children: dict[str, str] = field(default_factory=dict)
+    # Drift gauges exported for it: (gauge, label values), removed when they go stale.
+    drift_series: list[tuple[Any, tuple[str, ...]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """A model version's reference profile (None: the version has none), and when it was read."""
+
+    profile: ReferenceProfile | None
+    at: float  # time.monotonic()
+    run_id: str  # the version's source run, where drift reports go
 
 
 class ByUid[T]:
@@ -68,3 +81,5 @@ class ControllerState:
     registered_models: dict[str, str] = field(default_factory=dict)
     # One Prometheus client per URL the rollouts analyse with.
     prometheus: dict[str, Prometheus] = field(default_factory=dict)
+    # (registered model, version) -> its reference profile; MLflow's identity, and immutable.
+    profiles: dict[tuple[str, str], ProfileEntry] = field(default_factory=dict)

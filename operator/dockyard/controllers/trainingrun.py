@@ -11,21 +11,25 @@ recovered by re-reading, never by redoing:
 
 Spec semantics: the recipe (datasetRef, modelName, trainer, resources) is immutable (CEL
 `self == oldSelf`); the other fields may change and apply to the next attempt. A new
-attempt starts only when `retrain.onDatasetChange` is set and the Dataset's version moves.
+attempt starts only when `retrain.onDatasetChange` is set and the Dataset's version moves, or
+when `retrain.onDrift` is set and the named ModelDeployment has drifted for `windows` windows in
+a row (at most once per cooldown, and only once the previous attempt has ended).
 """
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
 from ..api.dataset import DatasetSpec
 from ..api.trainingrun import TrainingRunSpec
 from ..builders.training import build_training_job, training_job_name
-from ..conditions import now_rfc3339, set_condition, summarize
+from ..conditions import get_condition, now_rfc3339, set_condition, summarize
 from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
 from ..registry_access import ForeignOwner, owner_tags
+from ..rollout import parse_ts
 from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
 from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
 
@@ -38,6 +42,8 @@ TAG_RUN = "dockyard.trainingrun"
 TAG_DATASET = "dockyard.dataset.name"
 TAG_DATASET_VERSION = "dockyard.dataset.version"
 TAG_MODEL_URI = "dockyard.model_uri"
+TAG_TRIGGER = "dockyard.trigger"  # datasetChange or drift; absent for a TrainingRun's first attempt
+TAG_TRIGGER_DETAIL = "dockyard.trigger.detail"  # for drift: the deployment, windows and scores
 
 
 # Held while an attempt's MLflow run may be open: a TrainingRun deleted mid-training ends its
@@ -72,7 +78,15 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
     if status.get("phase") in TERMINAL:
         await set_finalizer(ctx, body, FINALIZER, present=False)  # a crash may have left it
         if _should_retrain(spec, status, dataset_body):
-            return await _start_new_attempt(ctx, body, status, dataset_body)
+            version = str(((dataset_body or {}).get("status") or {}).get("version"))
+            return await _start_new_attempt(ctx, body, status, dataset_body, "datasetChange",
+                                            f"Dataset changed to {version[:19]}…")
+        drift, wait = _drift_trigger(ctx, spec, status, dataset_body, ns)
+        if drift is not None:
+            status["lastDriftRetrain"] = now_rfc3339()
+            return await _start_new_attempt(ctx, body, status, dataset_body, "drift", drift)
+        if wait is not None:
+            return Result(requeue_after=wait)
         if status.get("observedGeneration") != gen:
             status["observedGeneration"] = gen
             status["conditions"] = [{**c, "observedGeneration": gen} for c in status.get("conditions") or []]
@@ -105,6 +119,8 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
         identity = {TAG_UID: meta["uid"], TAG_ATTEMPT: str(attempt)}
         tags = {TAG_RUN: f"{ns}/{name}", TAG_DATASET: spec.dataset_ref.name, TAG_DATASET_VERSION: data_version,
                 "mlflow.source.name": "dockyard", "dockyard.model_name": spec.model_name}
+        if status.get("trigger"):  # lineage: why this attempt was trained
+            tags |= {TAG_TRIGGER: str(status["trigger"]), TAG_TRIGGER_DETAIL: str(status.get("triggerMessage") or "")}
         run_id = (await ctx.mlflow.create_run(experiment_id, f"{name}-{attempt}", {**tags, **identity}) if created
                   else await ctx.mlflow.find_or_create_run(experiment_id, f"{name}-{attempt}", tags, identity))
         status.update(experimentId=experiment_id, mlflowRunId=run_id, startTime=now_rfc3339())
@@ -278,21 +294,45 @@ def _should_retrain(spec: TrainingRunSpec, status: dict[str, Any], dataset: dict
     return waiting is None and version is not None and version != status.get("datasetVersion")
 
 
+def _drift_trigger(ctx: Context, spec: TrainingRunSpec, status: dict[str, Any], dataset: dict[str, Any] | None,
+                   ns: str) -> tuple[str | None, float | None]:
+    """(why to retrain now, or None; seconds until the cooldown ends, when it holds a retrain back).
+    Sustained drift is the watched ModelDeployment's count of drifted windows in a row."""
+    on_drift = spec.retrain.on_drift if spec.retrain else None
+    if on_drift is None:
+        return None, None
+    md = ctx.cache.get(("ModelDeployment", ns, on_drift.model_deployment))
+    monitoring = ((md or {}).get("status") or {}).get("monitoring") or {}
+    windows = int(monitoring.get("consecutiveDriftWindows") or 0)
+    if windows < on_drift.windows:
+        return None, None
+    last = parse_ts(status.get("lastDriftRetrain"))
+    if last is not None:
+        left = on_drift.cooldown_seconds() - (datetime.now(UTC) - last).total_seconds()
+        if left > 0:
+            return None, left
+    _, waiting = _data_version(spec, dataset)
+    if waiting is not None:
+        return None, None  # the Dataset's event wakes this run again
+    drift = get_condition(((md or {}).get("status") or {}).get("conditions"), "DataDrift") or {}
+    return (f"ModelDeployment {on_drift.model_deployment} drifted for {windows} windows in a row: "
+            f"{drift.get('message') or 'no detail'}")[:4000], None
+
+
 async def _start_new_attempt(ctx: Context, body: dict[str, Any], status: dict[str, Any],
-                             dataset: dict[str, Any] | None) -> Result:
+                             dataset: dict[str, Any] | None, trigger: str, why: str) -> Result:
     attempt = int(status.get("attempt") or 1) + 1
     new_version = str(((dataset or {}).get("status") or {}).get("version"))
     for key in ("mlflowRunId", "jobName", "metrics", "modelVersion", "modelUri", "startTime", "completionTime",
                 "experimentId"):
         status.pop(key, None)
-    status["attempt"] = attempt
-    status["datasetVersion"] = new_version
+    status.update(attempt=attempt, datasetVersion=new_version, trigger=trigger, triggerMessage=why)
     status["conditions"] = [c for c in status.get("conditions") or []
                             if c.get("type") not in ("Trained", "Registered")]
-    await ctx.events.emit(body, "Normal", "Retraining",
-                          f"Dataset changed to {new_version[:19]}…: starting attempt {attempt}")
-    return await _progress(ctx, body, status, "Pending", "DatasetChanged",
-                           f"attempt {attempt} for dataset version {new_version[:19]}…", data_ready=True,
+    await ctx.events.emit(body, "Normal", "Retraining", f"{why[:900]}: starting attempt {attempt}")
+    reason = "DriftDetected" if trigger == "drift" else "DatasetChanged"
+    return await _progress(ctx, body, status, "Pending", reason,
+                           f"attempt {attempt} ({trigger}) for dataset version {new_version[:19]}…", data_ready=True,
                            requeue=0.0)
 
 
@@ -322,7 +362,7 @@ async def _terminal(ctx: Context, body: dict[str, Any], status: dict[str, Any], 
     if not any(h.get("attempt") == attempt for h in history):
         entry = {"attempt": attempt, "datasetVersion": status.get("datasetVersion"),
                  "mlflowRunId": status.get("mlflowRunId"), "jobName": status.get("jobName"), "result": phase,
-                 "modelVersion": status.get("modelVersion"), "completionTime": now}
+                 "modelVersion": status.get("modelVersion"), "completionTime": now, "trigger": status.get("trigger")}
         history.append({k: v for k, v in entry.items() if v is not None})
     status["history"] = history[-ctx.cfg.history_limit:]
     await _write(ctx, body, status)
