@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -257,8 +258,14 @@ def _judge(metric: RolloutMetric, value: float | None) -> MetricResult:
     return MetricResult(**base, value=stored, result="Passed")
 
 
+# The dataDrift built-in: the share of watched features drifted in the target's window, or
+# None when the window is inconclusive (computed by the monitoring plumbing, same Prometheus).
+DriftShare = Callable[[AnalysisTarget], Awaitable[float | None]]
+
+
 async def analyse(
-    prom: Prometheus, metrics: list[RolloutMetric], target: AnalysisTarget, min_requests: int
+    prom: Prometheus, metrics: list[RolloutMetric], target: AnalysisTarget, min_requests: int,
+    drift_share: DriftShare | None = None,
 ) -> list[MetricResult]:
     """One analysis of `target`: a result per metric, in order.
 
@@ -280,8 +287,12 @@ async def analyse(
     results = []
     for metric in metrics:
         try:
-            query = builtin_query(metric.builtin, target) if metric.builtin else render_query(metric.query or "", target)
-            value = await prom.query_scalar(query)
+            if metric.builtin == "dataDrift":
+                value = await drift_share(target) if drift_share is not None else None
+            else:
+                query = builtin_query(metric.builtin, target) if metric.builtin else render_query(
+                    metric.query or "", target)
+                value = await prom.query_scalar(query)
         except PrometheusQueryError as exc:
             results.append(MetricResult(name=metric.name, min=metric.min, max=metric.max, result="Error",
                                         message=f"{metric.name}: {exc}"))

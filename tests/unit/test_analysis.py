@@ -81,3 +81,32 @@ def test_default_scrape_interval_is_the_charts() -> None:
     t = AnalysisTarget(namespace="n", name="m", model="x", variant="v", version="1", interval_seconds=60)
     assert values["metrics"]["servingPodMonitor"]["interval"] == values["prometheus"]["scrapeInterval"] == "30s"
     assert t.scrape_interval_seconds == 30 and t.window == "120s"
+
+
+def test_data_drift_is_judged_from_the_monitoring_share_and_inconclusive_without_a_verdict() -> None:
+    """The dataDrift built-in asks the monitoring plumbing, not a PromQL of its own."""
+    import asyncio
+
+    from dockyard.analysis import AnalysisTarget, analyse
+    from dockyard.api.rollout import RolloutMetric
+
+    class Requests:  # Prometheus answering the request count only
+        async def query_scalar(self, promql: str) -> float:
+            return 500.0
+
+    target = AnalysisTarget(namespace="ns", name="iris", model="m", variant="canary", version="4", interval_seconds=60)
+    metric = RolloutMetric(name="drift", builtin="dataDrift", max=0.25)
+    asked: list[AnalysisTarget] = []
+
+    def share(value: float | None):  # type: ignore[no-untyped-def]
+        async def drift_share(t: AnalysisTarget) -> float | None:
+            asked.append(t)
+            return value
+        return drift_share
+
+    def run(value: float | None) -> str:
+        (result,) = asyncio.run(analyse(Requests(), [metric], target, 10, drift_share=share(value)))  # type: ignore[arg-type]
+        return result.result
+
+    assert (run(0.5), run(0.0), run(None)) == ("Failed", "Passed", "Inconclusive")
+    assert asked == [target] * 3

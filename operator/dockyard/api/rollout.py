@@ -22,7 +22,7 @@ from .trainingrun import MLFLOW_ALIAS, check_alias
 # Variables a custom PromQL template may use, as {{name}}.
 TEMPLATE_VARIABLES = ("namespace", "name", "variant", "version", "model", "interval")
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-BUILTIN_METRICS = ("successRate", "latencyP99")
+BUILTIN_METRICS = ("successRate", "latencyP99", "dataDrift")
 DEFAULT_ALIAS = "champion"
 
 
@@ -43,10 +43,11 @@ class RolloutMetric(ApiModel):
     )
 
     name: str = Field(pattern=DNS_LABEL, min_length=1, max_length=63, description="Metric name (in status and Events).")
-    builtin: Literal["successRate", "latencyP99"] | None = Field(
+    builtin: Literal["successRate", "latencyP99", "dataDrift"] | None = Field(
         default=None,
-        description="successRate (share of non-5xx inference responses, 0-1) or latencyP99 (seconds), "
-        "from the serving runtime's metrics.",
+        description="successRate (share of non-5xx inference responses, 0-1), latencyP99 (seconds), "
+        "from the serving runtime's metrics, or dataDrift (share of watched features drifted from the "
+        "version's training data over the interval, 0-1; thresholds from spec.monitoring).",
     )
     query: str | None = Field(
         default=None,

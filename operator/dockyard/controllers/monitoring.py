@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import metrics
-from ..analysis import Prometheus, PrometheusQueryError, PrometheusUnavailable, serving_matchers
+from ..analysis import (
+    AnalysisTarget,
+    Prometheus,
+    PrometheusQueryError,
+    PrometheusUnavailable,
+    serving_matchers,
+)
 from ..api.modeldeployment import ModelDeploymentSpec
 from ..api.monitoring import MonitoringSpec, MonitoringStatus, VariantDrift
 from ..conditions import now_rfc3339
@@ -124,6 +130,23 @@ async def _evaluate_variant(ctx: Context, body: dict[str, Any], spec: ModelDeplo
     if verdict.result == "Drift" and monitoring.report and report is not None:
         verdict.report = await _attach_report(ctx, body, spec, verdict, profile, counts, report, window)
     return verdict
+
+
+async def drift_share(ctx: Context, prom: Prometheus, spec: ModelDeploymentSpec, target: AnalysisTarget) -> float | None:
+    """The rollout analysis's dataDrift: the share of watched features that drifted in the
+    analysis window (None when inconclusive or the version has no reference profile)."""
+    try:
+        profile = await _profile(ctx, spec.model_name, target.version)
+    except (MlflowUnavailable, MlflowError):
+        return None  # no verdict without the reference: inconclusive, as an outage should be
+    if profile is None:
+        return None
+    counts = await _window_counts(prom, target.namespace, target.name, target.variant, target.version,
+                                  target.window_seconds)
+    verdict, _ = variant_drift(target.variant, target.version, spec.monitoring or MonitoringSpec(), profile, counts)
+    if verdict.result not in ("Drift", "NoDrift"):
+        return None
+    return verdict.drifted_features / max(1, verdict.watched_features)
 
 
 def _prometheus(ctx: Context, url: str) -> Prometheus:

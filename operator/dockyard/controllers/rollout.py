@@ -32,6 +32,7 @@ from ..rollout import (
 )
 from ..routers.common import ROUTER_COMPONENT, variant_service_name
 from .base import Context
+from .monitoring import drift_share
 from .state import DeploymentState, Resolution
 
 # MLflow model version tags: the audit trail of rollouts, next to the version itself.
@@ -203,7 +204,8 @@ async def _analyse(ctx: Context, state: DeploymentState, body: dict[str, Any], s
     if client is None:
         client = ctx.state.prometheus[url] = Prometheus(url)
     try:
-        return await analyse(client, rollout.analysed_metrics(), target, rollout.min_requests)
+        return await analyse(client, rollout.analysed_metrics(), target, rollout.min_requests,
+                             drift_share=lambda t: drift_share(ctx, client, spec, t))
     except PrometheusUnavailable as exc:
         # An outage proves nothing about the model: no step forward, no failure counted.
         return [MetricResult(name=m.name, min=m.min, max=m.max, result="Inconclusive",
