@@ -71,3 +71,56 @@ def test_report_names_the_drifted_features_and_dataset_drift() -> None:
     assert evaluate(PROFILE, {}, share=0.5).dataset_drift is None  # nothing counted yet
     with pytest.raises(KeyError, match="weight"):
         evaluate(PROFILE, {}, watch=["size", "weight"])
+
+
+def test_every_series_exists_at_zero_before_any_traffic() -> None:
+    """Prometheus's increase() misses the first increments of a series that appears mid-window:
+    each bucket and anomaly a value can land in is exported at 0 from the start."""
+    from prometheus_client import CollectorRegistry
+
+    from dockyard.runtime.monitor_counts import Monitor, PrometheusCounters
+
+    profile = PROFILE.model_copy(update={"prediction": categorical_profile(["yes", "no", "no"])})
+    registry = CollectorRegistry()
+    monitor = Monitor(profile, "m", "3", "champion", PrometheusCounters(registry))
+
+    def exported() -> dict[tuple[str, ...], float]:
+        """(metric, extra label values in label-name order: bucket, feature, kind, outcome) -> value"""
+        return {(s.name, *(v for k, v in sorted(s.labels.items()) if k not in ("model", "version", "variant"))): s.value
+                for family in registry.collect() for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("variant") == "champion"}
+
+    before = exported()
+    assert set(before.values()) == {0.0}
+    bins = len(profile.features["size"].fractions)
+    assert {k for k in before if k[0] == "dockyard_monitor_feature_values_total"} == {
+        *(("dockyard_monitor_feature_values_total", str(i), "size") for i in range(bins)),
+        *(("dockyard_monitor_feature_values_total", c, "colour") for c in ("blue", "green", "red", OTHER))}
+    assert {k[1:] for k in before if k[0] == "dockyard_monitor_feature_anomalies_total"} == {
+        ("size", "missing"), ("size", "out_of_range"), ("size", "invalid"), ("colour", "missing"), ("colour", "unseen")}
+    assert {k[1] for k in before if k[0] == "dockyard_monitor_predictions_total"} == {"no", "yes", OTHER}
+    assert {k[1] for k in before if k[0] == "dockyard_monitor_requests_total"} == {"counted", "mismatch"}
+
+    # Whatever live traffic brings (far outside the range, wrong types, new categories), it
+    # lands only in series that were there from the start.
+    sizes = [-1e9, *TRAIN[:200], 1e9, None, "five", True]
+    colours = ["red", "purple", None, 7, "green", "blue"]
+    rows = max(len(sizes), len(colours))
+    assert monitor.observe({"size": (sizes * 2)[:rows], "colour": (colours * 3)[:rows]}, ["yes", "maybe", None])
+    assert not monitor.observe({"weight": [1.0]}, None)
+    after = exported()
+    assert set(after) == set(before)
+    assert after[("dockyard_monitor_feature_anomalies_total", "colour", "unseen")] > 0
+    assert after[("dockyard_monitor_feature_values_total", str(bins - 1), "size")] > 0
+    assert after[("dockyard_monitor_requests_total", "mismatch")] == 1
+
+
+def test_a_reference_with_an_other_share_has_no_unseen_series() -> None:
+    from dockyard.runtime.monitor_counts import FEATURE_ANOMALIES, Increments, Monitor
+
+    profile = ReferenceProfile(rows=100, features={"colour": categorical_profile(COLOURS, max_categories=2)})
+    monitor = Monitor(profile, "m", "1", "v", Increments())
+    assert [labels[-1] for metric, labels in monitor.series() if metric is FEATURE_ANOMALIES] == ["missing"]
+    monitor.observe({"colour": ["blue", "purple"]}, None)  # both beyond the two kept categories: "other"
+    assert {labels[-1]: v for (metric, labels), v in monitor.sink.take().items()  # type: ignore[attr-defined]
+            if metric is not FEATURE_ANOMALIES and len(labels) == 5} == {OTHER: 2}

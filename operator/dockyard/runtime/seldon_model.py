@@ -9,6 +9,21 @@ the MLflow model that `dockyard fetch-model` wrote to MODEL_DIR/model (never con
 and reports the model name, version and variant in every response's `meta.tags`, in
 `/health/status` and in `/metadata`. A custom counter `dockyard_predictions_total` (rows
 predicted) is exported on the metrics port.
+
+With the version's reference profile next to the model (fetch-model copies it), every
+prediction's named input columns and outputs are counted into its buckets
+(:mod:`dockyard.runtime.monitor_counts`, as the MLServer runtime does), as the same
+`dockyard_monitor_*_total` counters with the same labels. seldon-core 1.19 serves its metrics
+port from its own process and shows only the custom metrics its model methods return (it merges
+them across gunicorn workers through a multiprocessing Manager; prometheus_client's registry of
+the worker is never exposed), so the counts travel as COUNTER increments from :meth:`metrics`.
+seldon adds its own labels to them (`method` - the seldon method whose call reported them,
+`predict` or `health` -, `worker_id`, and its deployment/image labels); sums by the Dockyard
+labels are unaffected. Since seldon labels each series by the reporting method, every series is
+reported at 0 the first time each of those methods reports: for `health` at the first
+readiness check, before the Pod gets traffic; for `predict` with the first prediction.
+A refused payload (counted as a mismatch) has no metrics call of its own: it is reported with
+the next prediction or readiness check.
 """
 
 from __future__ import annotations
@@ -19,6 +34,8 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from .monitor_counts import PROFILE_FILE, Increments, Monitor, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +61,21 @@ class DockyardModel:
         self._lock = threading.Lock()
         self._pending_rows = 0
         self.loaded = False
+        # Which seldon method (predict, health) calls metrics() next in this thread: seldon calls
+        # metrics() right after predict() or health_status(), in the same thread.
+        self._caller = threading.local()
+        self._counts = Increments()
+        self._reported_zeros: set[str] = set()
+        self.monitor: Monitor | None = None
+        try:
+            profile = load_profile(self.model_dir)
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable %s in %s: live traffic is not monitored: %s", PROFILE_FILE, self.model_dir, exc)
+        else:
+            if profile is None:
+                log.warning("no %s in %s: live traffic is not monitored", PROFILE_FILE, self.model_dir)
+            else:
+                self.monitor = Monitor(profile, self.model_name, self.model_version, self.variant, self._counts)
 
     # -- lifecycle ---------------------------------------------------------------------
     def load(self) -> None:
@@ -68,25 +100,44 @@ class DockyardModel:
         import pandas as pd
 
         self._ensure_loaded()
-        names = list(features_names) if features_names else self.input_names
-        if isinstance(X, pd.DataFrame):
-            frame = X
-        else:
-            arr = np.asarray(X)
-            if arr.ndim == 1:
-                arr = arr.reshape(1, -1)
-            if names and len(names) == arr.shape[1]:
-                frame = pd.DataFrame(arr, columns=names)
+        try:
+            names = list(features_names) if features_names else self.input_names
+            if isinstance(X, pd.DataFrame):
+                frame = X
             else:
-                frame = pd.DataFrame(arr)
-        if self.input_names:
-            # The signature wants doubles; seldon hands over whatever JSON numbers it got.
-            frame = frame.astype({c: "float64" for c in frame.columns if c in self.input_names})
-        result = self.model.predict(frame)
+                arr = np.asarray(X)
+                if arr.ndim == 1:
+                    arr = arr.reshape(1, -1)
+                if names and len(names) == arr.shape[1]:
+                    frame = pd.DataFrame(arr, columns=names)
+                else:
+                    frame = pd.DataFrame(arr)
+            if self.input_names:
+                # The signature wants doubles; seldon hands over whatever JSON numbers it got.
+                frame = frame.astype({c: "float64" for c in frame.columns if c in self.input_names})
+            result = self.model.predict(frame)
+        except Exception:
+            if self.monitor is not None:  # a payload the model refuses is still traffic we report
+                self.monitor.mismatch()
+            raise
         with self._lock:
             self._pending_rows += len(frame)
         out = np.asarray(result)
+        self._observe(frame, out)
+        self._caller.method = "predict"
         return out
+
+    def _observe(self, frame: Any, out: Any) -> None:
+        """Count the columns the model predicted from (named by the request, or by position from
+        the model's signature, as the prediction was) and its outputs."""
+        if self.monitor is None:
+            return
+        try:
+            inputs = {str(c): frame[c].tolist() for c in frame.columns}
+            self.monitor.observe(inputs, out.ravel().tolist())
+        except Exception:  # monitoring must never fail a prediction
+            log.exception("could not count a request for monitoring")
+            self.monitor.mismatch()
 
     # -- reporting ---------------------------------------------------------------------
     def tags(self) -> dict[str, str]:
@@ -102,13 +153,31 @@ class DockyardModel:
                 "key": "dockyard_predictions_total",
                 "value": rows,
                 "tags": {"model": self.model_name, "version": self.model_version, "variant": self.variant},
-            }
+            },
+            *self._monitor_metrics(),
         ]
+
+    def _monitor_metrics(self) -> list[dict[str, Any]]:
+        """The monitoring counts since the last report, as seldon COUNTER increments; all series
+        at 0 the first time the calling seldon method reports (see the module's docstring)."""
+        method, self._caller.method = getattr(self._caller, "method", None), None
+        if self.monitor is None or method is None:  # another seldon method: it would label them anew
+            return []
+        counts = self._counts.take()
+        with self._lock:
+            first = method not in self._reported_zeros
+            self._reported_zeros.add(method)
+        if first:
+            for series in self.monitor.series():
+                counts.setdefault(series, 0)
+        return [{"type": "COUNTER", "key": metric.name, "value": value, "tags": dict(zip(metric.labels, labels, strict=True))}
+                for (metric, labels), value in counts.items()]
 
     def health_status(self) -> dict[str, Any]:
         """Raises (HTTP 500 on /health/status) until the model is loaded."""
         if not self.loaded or self.model is None:
             raise RuntimeError("model not loaded")
+        self._caller.method = "health"
         return {"status": "ok", **self.tags()}
 
     def init_metadata(self) -> dict[str, Any]:
