@@ -21,6 +21,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -86,29 +87,41 @@ class MlflowClient:
 
     async def _call(self, method: str, endpoint: str, operation: str, *, params: dict[str, Any] | None = None,
                     body: dict[str, Any] | None = None, api: str = "2.0") -> dict[str, Any]:
+        text = await self._raw(method, f"{self.tracking_uri}/api/{api}/mlflow/{endpoint}", operation,
+                               params=params, json_body=body)
+        try:
+            payload: dict[str, Any] = json.loads(text) or {} if text else {}
+        except ValueError:
+            payload = {}
+        return payload
+
+    async def _raw(self, method: str, url: str, operation: str, *, params: dict[str, Any] | None = None,
+                   json_body: dict[str, Any] | None = None, data: bytes | None = None) -> bytes:
+        """One request; the answer's bytes. Errors are mapped as the module says."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers,
                                                   connector=aiohttp.TCPConnector(ssl=self._ssl))
-        url = f"{self.tracking_uri}/api/{api}/mlflow/{endpoint}"
         try:
-            async with self._session.request(method, url, params=params, json=body) as resp:
-                text = await resp.text()
+            async with self._session.request(method, url, params=params, json=json_body, data=data) as resp:
+                raw = await resp.read()
+                if resp.status < 400:
+                    return raw
+                text = raw.decode("utf-8", "replace")
                 try:
-                    payload: dict[str, Any] = json.loads(text) or {} if text else {}
+                    payload = json.loads(text) if text else {}
                 except ValueError:
                     payload = {}
+                payload = payload if isinstance(payload, dict) else {}
                 if resp.status >= 500:
                     metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
                     raise MlflowUnavailable(f"MLflow {operation}: HTTP {resp.status}")
-                if resp.status >= 400:
-                    code = str(payload.get("error_code", ""))
-                    # basic-auth's 401/403 answer in plain text ("Permission denied").
-                    message = str(payload.get("message") or text.strip())[:500]
-                    if resp.status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
-                        raise MlflowNotFound(resp.status, code, message)
-                    metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
-                    raise MlflowError(resp.status, code, message)
-                return payload
+                code = str(payload.get("error_code", ""))
+                # basic-auth's 401/403 answer in plain text ("Permission denied").
+                message = str(payload.get("message") or text.strip())[:500]
+                if resp.status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
+                    raise MlflowNotFound(resp.status, code, message)
+                metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
+                raise MlflowError(resp.status, code, message)
         except (aiohttp.ClientError, TimeoutError) as exc:
             metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
             raise MlflowUnavailable(f"MLflow {operation}: {exc.__class__.__name__}: {exc}") from exc
@@ -272,63 +285,33 @@ class MlflowClient:
         return str(data["model_version"]["version"])
 
     # -- run artifacts --------------------------------------------------------------------
-    # Through the mlflow library (in a thread): it speaks every artifact store a run may use
-    # (the server's proxy, S3, GCS, ...), with the same MLFLOW_TRACKING_* credentials. These
-    # calls are rare (a reference profile per version, a report on drift).
+    # Over the tracking server's HTTP API, so the operator needs no mlflow package: reads go
+    # through /get-artifact (the server reads whatever store the run uses), writes through
+    # the server's artifact proxy (`mlflow server --serve-artifacts`, as the chart runs it).
 
     async def read_artifact(self, run_id: str, path: str) -> bytes | None:
         """The bytes of the run's artifact `path`, or None when the run has no such file."""
-        def read() -> bytes | None:
-            import tempfile
-            from pathlib import Path
-
-            client = self._library_client()
-            folder, _, _ = path.rpartition("/")
-            if path not in {a.path for a in client.list_artifacts(run_id, folder or None)}:
-                return None
-            with tempfile.TemporaryDirectory(prefix="dockyard-artifact-") as tmp:
-                return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
-
-        return await self._in_thread("read_artifact", read)
+        try:
+            return await self._raw("GET", f"{self.tracking_uri}/get-artifact", "read_artifact",
+                                   params={"run_uuid": run_id, "path": path})
+        except MlflowNotFound:
+            return None
 
     async def write_artifact(self, run_id: str, path: str, data: bytes) -> str:
-        """Store `data` as the run's artifact `path` (replacing it); its runs:/ URI."""
-        def write() -> None:
-            import tempfile
-            from pathlib import Path
-
-            folder, _, filename = path.rpartition("/")
-            with tempfile.TemporaryDirectory(prefix="dockyard-artifact-") as tmp:
-                local = Path(tmp) / filename
-                local.write_bytes(data)
-                self._library_client().log_artifact(run_id, str(local), folder or None)
-
-        await self._in_thread("write_artifact", write)
+        """Store `data` as the run's artifact `path` (replacing it); its runs:/ URI. Needs a
+        run whose artifacts the server proxies (an `mlflow-artifacts:` artifact URI)."""
+        run = await self.get_run(run_id)
+        scheme, _, location = run.artifact_uri.partition(":")
+        if scheme != "mlflow-artifacts":
+            raise MlflowError(400, "ARTIFACTS_NOT_PROXIED",
+                              f"run {run_id} stores artifacts at {run.artifact_uri}, which the MLflow server does not "
+                              "proxy (mlflow server --serve-artifacts); the operator cannot write there")
+        location = location.lstrip("/")
+        if run.artifact_uri.startswith("mlflow-artifacts://"):  # mlflow-artifacts://host:port/path
+            location = location.partition("/")[2]
+        url = f"{self.tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{quote(location)}/{quote(path)}"
+        await self._raw("PUT", url, "write_artifact", data=data)
         return f"runs:/{run_id}/{path}"
-
-    def _library_client(self) -> Any:
-        from mlflow.tracking import MlflowClient as LibraryClient
-
-        return LibraryClient(tracking_uri=self.tracking_uri)
-
-    async def _in_thread[T](self, operation: str, call: Any) -> T:
-        import asyncio
-
-        from mlflow.exceptions import MlflowException
-
-        try:
-            result: T = await asyncio.to_thread(call)
-            return result
-        except MlflowException as exc:
-            metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise MlflowNotFound(404, exc.error_code, str(exc)[:500]) from exc
-            if exc.get_http_status_code() < 500 and exc.error_code != "INTERNAL_ERROR":
-                raise MlflowError(exc.get_http_status_code(), exc.error_code, str(exc)[:500]) from exc
-            raise MlflowUnavailable(f"MLflow {operation}: {str(exc)[:500]}") from exc
-        except OSError as exc:  # connection refused, ...
-            metrics.MLFLOW_ERRORS.labels(operation=operation).inc()
-            raise MlflowUnavailable(f"MLflow {operation}: {exc.__class__.__name__}: {exc}") from exc
 
     # -- users and permissions (MLflow's basic-auth app; the caller must be an admin) ------
     async def user_exists(self, username: str) -> bool:

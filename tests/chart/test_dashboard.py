@@ -25,6 +25,18 @@ OPERATOR_METRICS = {
     "dockyard_rollout_step": "gauge",
     "dockyard_rollout_candidate_weight_percent": "gauge",
     "dockyard_rollout_analysis_total": "counter",
+    "dockyard_drift_score": "gauge",
+    "dockyard_drift_detected": "gauge",
+    "dockyard_dataset_drift": "gauge",
+    "dockyard_drift_evaluations_total": "counter",
+    "dockyard_drift_evaluation_duration_seconds": "histogram",
+}
+# What serving Pods count for drift monitoring (dockyard.runtime.monitor_counts).
+SERVING_MONITOR_METRICS = {
+    "dockyard_monitor_feature_values_total": "counter",
+    "dockyard_monitor_feature_anomalies_total": "counter",
+    "dockyard_monitor_predictions_total": "counter",
+    "dockyard_monitor_requests_total": "counter",
 }
 SUFFIXES = {
     "counter": ("",),
@@ -66,7 +78,7 @@ def mlserver_metrics() -> dict[str, str]:
 
 def allowed_series() -> set[str]:
     allowed = set()
-    for name, kind in {**OPERATOR_METRICS, **mlserver_metrics()}.items():
+    for name, kind in {**OPERATOR_METRICS, **SERVING_MONITOR_METRICS, **mlserver_metrics()}.items():
         base = name
         if kind == "counter" and not name.endswith("_total"):
             allowed.add(name + "_total")  # prometheus-client appends _total to counters
@@ -126,3 +138,10 @@ def test_dashboard_configmap() -> None:
     ids = [p["id"] for p in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids))
     assert not find(render(SCENARIOS["everything-else"]), "ConfigMap", "dy-grafana-dashboard")
+
+
+def test_serving_monitor_metric_names_match_the_runtime() -> None:
+    from dockyard.runtime import monitor_counts
+
+    defined = {f"{m.name}_total" for m in vars(monitor_counts).values() if isinstance(m, monitor_counts.Metric)}
+    assert defined == set(SERVING_MONITOR_METRICS), defined

@@ -245,10 +245,11 @@ def test_shifted_traffic_raises_data_drift_naming_the_shifted_features(drift_env
     mv = r.env.wait_for(lambda: (v := client.get_model_version(MODEL, r.version)).tags.get("dockyard.drift.report")
                         and v, timeout=WINDOW + 10, message="report tag on the version")
     assert variant["report"] == mv.tags["dockyard.drift.report"]
-    path = f"drift/{r.env.namespace}/{NAME}/stable.png"
+    path = f"drift/{r.env.namespace}/{NAME}/stable.html"
     assert mv.tags["dockyard.drift.report"] == f"runs:/{mv.run_id}/{path}"
     local = client.download_artifacts(mv.run_id, path, str(Path(r.operator.workdir)))
-    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = Path(local).read_text()
+    assert "<svg" in page and "sepal_width" in page, page[:500]
 
 
 def test_sustained_drift_starts_exactly_one_retraining_then_the_cooldown_holds(drift_env: DriftEnv) -> None:

@@ -184,7 +184,7 @@ async def _attach_report(ctx: Context, body: dict[str, Any], spec: ModelDeployme
                          window: int) -> str | None:
     """Render the drift report and store it in the version's run, tagged on the version, so it
     sits next to the model in the MLflow UI. A failure here is logged, never fatal."""
-    from ..monitoring.report import render_report_png
+    from ..monitoring.report import render_report_html
 
     meta = body["metadata"]
     entry = ctx.state.profiles.get((spec.model_name, verdict.version))
@@ -194,10 +194,10 @@ async def _attach_report(ctx: Context, body: dict[str, Any], spec: ModelDeployme
     subtitle = (f"window {window}s up to {now_rfc3339()}, {verdict.requests} requests: "
                 f"{verdict.drifted_features} of {verdict.watched_features} features drifted")
     try:
-        png = await asyncio.to_thread(render_report_png, profile, counts.features, counts.prediction, report,
-                                      title=title, subtitle=subtitle)
-        path = f"{REPORT_DIR}/{meta['namespace']}/{meta['name']}/{verdict.name}.png"
-        uri = await ctx.mlflow.write_artifact(entry.run_id, path, png)
+        page = render_report_html(profile, counts.features, counts.prediction, report, title=title,
+                                  subtitle=subtitle)
+        path = f"{REPORT_DIR}/{meta['namespace']}/{meta['name']}/{verdict.name}.html"
+        uri = await ctx.mlflow.write_artifact(entry.run_id, path, page)
         await ctx.mlflow.set_version_tag(spec.model_name, verdict.version, TAG_DRIFT_REPORT, uri)
         await ctx.mlflow.set_version_tag(spec.model_name, verdict.version, TAG_DRIFT, (verdict.message or "")[:5000])
     except (MlflowUnavailable, MlflowError) as exc:

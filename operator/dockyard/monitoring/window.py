@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..api.monitoring import PREDICTION, FeatureDrift, MonitoringSpec, VariantDrift
+from ..runtime import monitor_counts as counted
 from .live import ColumnCounts, ColumnDrift, DriftReport, evaluate
 from .reference import ReferenceProfile
 
-FEATURE_VALUES = "dockyard_monitor_feature_values_total"
-FEATURE_ANOMALIES = "dockyard_monitor_feature_anomalies_total"
-PREDICTIONS = "dockyard_monitor_predictions_total"
-REQUESTS = "dockyard_monitor_requests_total"
+# The serving Pods' counters, as Prometheus stores them (a counter's samples end in _total).
+FEATURE_VALUES = f"{counted.FEATURE_VALUES.name}_total"
+FEATURE_ANOMALIES = f"{counted.FEATURE_ANOMALIES.name}_total"
+PREDICTIONS = f"{counted.PREDICTIONS.name}_total"
+REQUESTS = f"{counted.REQUESTS.name}_total"
 STATUS_FEATURES = 20  # features listed per variant in status (the most drifted first)
 ANOMALY_KINDS = ("missing", "out_of_range", "unseen", "invalid")
 

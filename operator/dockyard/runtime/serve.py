@@ -184,6 +184,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         folder = prepare_mlserver(model_dir, http, grpc, metrics)
         env["MLSERVER_PARALLEL_WORKERS"] = "0"
         return [_executable("mlserver"), "start", str(folder)], env
+    # Monitoring counts reach seldon's metrics port through the model's metrics(); by default
+    # seldon also copies them into every response's meta (5 KB for a 6-row answer).
+    env["INCLUDE_METRICS_IN_CLIENT_RESPONSE"] = "false"
     return seldon_command(model_dir, http, grpc, metrics, variant or ""), env
 
 
