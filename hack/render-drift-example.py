@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Write docs/images/drift-report.png: the drift report of a simulated window of traffic for a
+"""Write docs/images/drift-report.svg: the drift report of a simulated window of traffic for a
 model trained on iris, as the README shows it.
 
 The reference profile is built from iris (a 70/30 split: the features of the training rows,
 a logistic regression's predictions on the held-out rows, as the built-in trainer logs it).
 The live window is 1000 rows resampled from iris with sepal_width scaled by 3 and 1.5 added to
 sepal_length, counted into the reference's buckets as the serving Pods count them, and judged
-as the operator judges a window. Deterministic: the same bytes on every run.
+as the operator judges a window. Deterministic: the same bytes on every run. With --html,
+also writes the HTML page the operator logs to MLflow next to it.
 
-Usage: .venv/bin/python hack/render-drift-example.py [--output PATH] [--live-rows N]
+Usage: .venv/bin/python hack/render-drift-example.py [--output PATH] [--html PATH] [--live-rows N]
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from pathlib import Path
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SPECIES = ["setosa", "versicolor", "virginica"]
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "drift-report.png"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "drift-report.svg"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--html", type=Path, default=None, help="also write the HTML page here")
     parser.add_argument("--live-rows", type=int, default=1000)
     args = parser.parse_args()
 
@@ -37,7 +39,7 @@ def main() -> int:
 
     from dockyard.monitoring.live import ColumnCounts, evaluate, observe
     from dockyard.monitoring.reference import build_profile
-    from dockyard.monitoring.report import render_report_png
+    from dockyard.monitoring.report import render_report_html, render_report_svg
 
     frame = load_iris(as_frame=True).frame
     frame.columns = [*FEATURES, "target"]
@@ -65,15 +67,20 @@ def main() -> int:
     report = evaluate(profile, counts, predicted)
     drifted = sum(1 for d in report.features.values() if d.drifted)
     verdict = {True: "dataset drift", False: "no dataset drift", None: "inconclusive"}[report.dataset_drift]
+    title = "iris-classifier v3 · variant stable"
+    subtitle = (f"window 10m, {drifted} of {len(report.features)} features drifted "
+                f"(share ≥ {report.share:g}): {verdict}")
     started = time.perf_counter()
-    png = render_report_png(
-        profile, counts, predicted, report, title="iris-classifier v3 · variant stable",
-        subtitle=f"window 10m, {drifted} of {len(report.features)} features drifted "
-                 f"(share ≥ {report.share:g}): {verdict}")
+    svg = render_report_svg(profile, counts, predicted, report, title=title, subtitle=subtitle).encode("utf-8")
     elapsed = time.perf_counter() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(png)
-    print(f"wrote {args.output} ({len(png)} bytes, rendered in {elapsed:.2f} s)")
+    args.output.write_bytes(svg)
+    print(f"wrote {args.output} ({len(svg)} bytes, rendered in {elapsed * 1000:.1f} ms)")
+    if args.html is not None:
+        page = render_report_html(profile, counts, predicted, report, title=title, subtitle=subtitle)
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_bytes(page)
+        print(f"wrote {args.html} ({len(page)} bytes)")
     for name, drift in report.features.items():
         print(f"  {name}: {drift.method} {drift.score} drifted={drift.drifted}")
     if report.prediction is not None:

@@ -1,15 +1,16 @@
-"""Unit tests for dockyard.monitoring.report: the drift report drawn as a PNG from a reference
-profile, a window of bucket counts and the drift computed from them (issue 13)."""
+"""Unit tests for dockyard.monitoring.report: the drift report drawn as SVG (and an HTML page
+around it) from a reference profile, a window of bucket counts and the drift computed from them
+(issue 13)."""
 
 from __future__ import annotations
 
-import io
 import random
 import subprocess
 import sys
+import time
+import xml.etree.ElementTree as ET
 
 import pytest
-from PIL import Image
 
 from dockyard.monitoring.live import OTHER, ColumnCounts, ColumnDrift, DriftReport, evaluate, observe
 from dockyard.monitoring.reference import (
@@ -24,8 +25,11 @@ from dockyard.monitoring.report import (
     format_number,
     numeric_labels,
     panel_order,
-    render_report_png,
+    render_report_html,
+    render_report_svg,
 )
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 RNG = random.Random(13)
 SIZES = [RNG.gauss(5.0, 1.0) for _ in range(2000)]
@@ -60,53 +64,81 @@ def window(profile: ReferenceProfile, n: int = 500) -> tuple[dict[str, ColumnCou
 
 
 def render(profile: ReferenceProfile, counts: dict[str, ColumnCounts],
-           predictions: ColumnCounts | None) -> tuple[bytes, DriftReport]:
+           predictions: ColumnCounts | None) -> tuple[str, DriftReport]:
     report = evaluate(profile, counts, predictions)
-    png = render_report_png(profile, counts, predictions, report, title="iris-classifier v3",
+    svg = render_report_svg(profile, counts, predictions, report, title="iris-classifier v3",
                             subtitle="window 10m, 2 of 3 features drifted")
-    return png, report
+    return svg, report
 
 
-def image(png: bytes) -> Image.Image:
-    picture = Image.open(io.BytesIO(png))
-    picture.load()
-    return picture
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    return root
 
 
-def test_renders_a_png_of_numeric_categorical_and_prediction_panels() -> None:
+def panels(root: ET.Element) -> list[ET.Element]:
+    return [g for g in root.iter(f"{SVG}g") if "panel" in g.get("class", "").split()]
+
+
+def texts(element: ET.Element) -> list[str]:
+    return [t.text or "" for t in element.iter(f"{SVG}text")]
+
+
+def test_renders_an_svg_of_numeric_categorical_and_prediction_panels() -> None:
     profile = profile_of()
     counts, predictions = window(profile)
-    png, report = render(profile, counts, predictions)
+    svg, report = render(profile, counts, predictions)
     assert report.features["size"].drifted and report.features["colour"].drifted
-    picture = image(png)
-    assert picture.format == "PNG"
-    # 4 panels (3 features and the predictions): 3 columns, 2 rows of panels under the header.
-    assert picture.width > 800 and picture.height > 500
-    assert len(png) < 300_000
-    # Not a blank canvas: the bars and the red of the drifted panels are there.
-    colours = picture.convert("RGB").getcolors(maxcolors=1 << 16)
-    assert colours is not None and len(colours) > 20
-    assert any(isinstance(c, tuple) and c[0] > 180 and c[1] < 110 and c[2] < 60 for _, c in colours)
+    root = parse(svg)
+    # Standalone: a size and a viewBox, a white background, no external resource or script.
+    width, height = int(root.get("width", "0")), int(root.get("height", "0"))
+    assert root.get("viewBox") == f"0 0 {width} {height}"
+    assert width > 800 and height > 500
+    assert "href" not in svg and "<script" not in svg and "@import" not in svg
+    assert len(svg) < 100_000
+    # One panel per watched feature, then the predictions; drifted ones first and highlighted.
+    found = panels(root)
+    assert [g.get("data-feature") for g in found] == [*panel_order(report), "prediction"]
+    assert [g.get("data-feature") for g in found][:2] == sorted(["size", "colour"], key=panel_order(report).index)
+    for g in found:
+        drifted = "drift" in g.get("class", "").split()
+        assert drifted == bool(report.features.get(g.get("data-feature", ""), report.prediction).drifted)  # type: ignore[union-attr]
+        assert drifted == any(r.get("class") == "highlight" for r in g.iter(f"{SVG}rect"))
+        assert ("DRIFT" in texts(g)) == drifted
+    size = next(g for g in found if g.get("data-feature") == "size")
+    assert any(t.startswith("PSI ") and " > 0.25 · 500 samples" in t for t in texts(size))
+    assert any(t.startswith("out of range") for t in texts(size))  # the shift leaves the reference's range
+    assert any(t.startswith("≤") for t in texts(size)) and any(t.startswith(">") for t in texts(size))
+    # Bars: grey reference and coloured live ones, the live ones orange-red where drifted.
+    assert {r.get("fill") for r in size.iter(f"{SVG}rect") if r.get("class") == "live"} == {"#d9480f"}
+    weight = next(g for g in found if g.get("data-feature") == "weight")
+    assert {r.get("fill") for r in weight.iter(f"{SVG}rect") if r.get("class") == "live"} == {"#1c7ed6"}
+    assert {r.get("fill") for r in weight.iter(f"{SVG}rect") if r.get("class") == "reference"} == {"#b8c2cc"}
+    header = texts(root)
+    assert "iris-classifier v3" in header and "reference (training)" in header
 
 
-def test_the_image_grows_with_the_number_of_panels() -> None:
+def test_the_document_grows_with_the_number_of_panels() -> None:
     small, large = profile_of(3), profile_of(10)
-    small_png, _ = render(small, *window(small))
-    large_png, _ = render(large, *window(large))
-    without_prediction, _ = render(small, window(small)[0], None)
-    assert image(large_png).height > image(small_png).height
-    assert image(large_png).width == image(small_png).width  # the grid is 3 panels wide
+    small_root = parse(render(small, *window(small))[0])
+    large_root = parse(render(large, *window(large))[0])
+    without_prediction = parse(render(small, window(small)[0], None)[0])
+    assert len(panels(small_root)) == 4 and len(panels(large_root)) == 11 and len(panels(without_prediction)) == 3
+    assert int(large_root.get("height", "0")) > int(small_root.get("height", "0"))
+    assert large_root.get("width") == small_root.get("width")  # the grid is 3 panels wide
     # 3 features, no predictions: one row of panels instead of two.
-    assert image(without_prediction).height < image(small_png).height
+    assert int(without_prediction.get("height", "0")) < int(small_root.get("height", "0"))
 
 
-def test_same_input_same_bytes_and_no_software_stamp() -> None:
+def test_same_input_same_output() -> None:
     profile = profile_of()
     counts, predictions = window(profile)
-    first, _ = render(profile, counts, predictions)
+    first, report = render(profile, counts, predictions)
     second, _ = render(profile, counts, predictions)
     assert first == second
-    assert "Software" not in image(first).info
+    html_args = (profile, counts, predictions, report)
+    assert render_report_html(*html_args, title="t") == render_report_html(*html_args, title="t")
 
 
 def test_inconclusive_and_empty_features_render() -> None:
@@ -114,16 +146,89 @@ def test_inconclusive_and_empty_features_render() -> None:
     counts = {"size": ColumnCounts()}  # no live value at all for size; colour and weight absent
     for _ in range(20):
         observe(profile.features["colour"], "red", counts.setdefault("colour", ColumnCounts()))
-    png, report = render(profile, counts, ColumnCounts())
+    svg, report = render(profile, counts, ColumnCounts())
     assert all(d.score is None for d in report.features.values())
     assert report.prediction is not None and report.prediction.score is None
-    assert image(png).format == "PNG"
+    root = parse(svg)
+    assert all("inconclusive" in g.get("class", "").split() for g in panels(root))
+    size = next(g for g in panels(root) if g.get("data-feature") == "size")
+    assert "PSI: inconclusive (0 samples)" in texts(size) and "no live values in this window" in texts(size)
+    assert not [r for r in size.iter(f"{SVG}rect") if r.get("class") == "live"]
+    colour = next(g for g in panels(root) if g.get("data-feature") == "colour")
+    assert "JS: inconclusive (20 samples)" in texts(colour)
 
 
 def test_a_report_without_watched_features_still_renders() -> None:
     profile = profile_of()
     report = DriftReport({}, None, 0.5)
-    assert image(render_report_png(profile, {}, None, report, title="nothing watched")).format == "PNG"
+    root = parse(render_report_svg(profile, {}, None, report, title="nothing watched"))
+    assert not panels(root) and "no watched features" in texts(root)
+    ET.fromstring(render_report_html(profile, {}, None, report, title="nothing watched"))
+
+
+HOSTILE = ["<script>alert(1)</script>", "\"&'", "a]]>b", "tab\tand\x01control"]
+
+
+def test_text_from_users_is_escaped() -> None:
+    colour = categorical_profile(HOSTILE * 10)
+    profile = ReferenceProfile(rows=40, features={"<b>name</b> \"&'": colour}, prediction=None)
+    counts = ColumnCounts()
+    for value in HOSTILE * 30:
+        observe(colour, value, counts)
+    report = evaluate(profile, {"<b>name</b> \"&'": counts}, None)
+    args = (profile, {"<b>name</b> \"&'": counts}, None, report)
+    svg = render_report_svg(*args, title="<title>&co</title> <script>alert(1)</script>", subtitle="\"quoted\" & 'single'")
+    page = render_report_html(*args, title="<title>&co</title> <script>alert(1)</script>", subtitle="x").decode("utf-8")
+    for document in (svg, page):
+        assert "<script" not in document and "<b>" not in document and "&co<" not in document
+        assert "&lt;script&gt;alert…" in document  # the category's label, shortened
+        assert "&lt;title&gt;&amp;co&lt;/title&gt; &lt;script&gt;alert(1)&lt;/script&gt;" in document
+        assert "&quot;&amp;&#x27;" in document
+    root = parse(svg)
+    (panel,) = panels(root)
+    assert panel.get("data-feature") == "<b>name</b> \"&'"
+    labels = texts(panel)
+    assert "<script>alert…" in labels and "tab\tand\ufffdcontr…" in labels and "\"&'" in labels  # labels are shortened to 14 characters
+    assert "<title>&co</title> <script>alert(1)</script>" in texts(root) and "\"quoted\" & 'single'" in texts(root)
+    html_root = ET.fromstring(page)  # the page is well-formed XML too
+    assert html_root.find("head/title") is not None and html_root.find("head/title").text == "<title>&co</title> <script>alert(1)</script>"  # type: ignore[union-attr]
+
+
+def test_the_html_page_holds_the_svg_and_a_table() -> None:
+    profile = profile_of()
+    counts, predictions = window(profile)
+    report = evaluate(profile, counts, predictions)
+    page = render_report_html(profile, counts, predictions, report, title="iris-classifier v3", subtitle="window")
+    text = page.decode("utf-8")
+    assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8" />' in text
+    assert render_report_svg(profile, counts, predictions, report, title="iris-classifier v3",
+                             subtitle="window") in text
+    assert "<script" not in text and "href" not in text and "src=" not in text
+    root = ET.fromstring(page)
+    assert root.find("head/title").text == "iris-classifier v3"  # type: ignore[union-attr]
+    assert root.find(f"body/{SVG}svg") is not None
+    header = [th.text for th in root.iter("th")]
+    assert header[:6] == ["feature", "method", "score", "threshold", "verdict", "samples"]
+    rows = [[td.text or "" for td in tr.iter("td")] for tr in root.iter("tr") if tr.find("td") is not None]
+    assert [r[0] for r in rows] == [*panel_order(report), "prediction (model output)"]
+    size = next(r for r in rows if r[0] == "size")
+    assert size[1] == "PSI" and size[3] == "0.25" and size[4] == "DRIFT" and size[5] == "500"
+    assert float(size[2]) > 0.25
+    weight = next(r for r in rows if r[0] == "weight")
+    assert weight[4] == "ok"
+
+
+@pytest.mark.parametrize("features", [4, 10])
+def test_rendering_takes_milliseconds(features: int) -> None:
+    profile = profile_of(features)
+    counts, predictions = window(profile)
+    report = evaluate(profile, counts, predictions)
+    started = time.perf_counter()
+    for _ in range(20):
+        render_report_html(profile, counts, predictions, report, title="timing")
+    elapsed = (time.perf_counter() - started) / 20
+    print(f"{features} features: {elapsed * 1000:.2f} ms per HTML report")
+    assert elapsed < 0.1
 
 
 def test_drifted_features_come_first_most_drifted_first_then_the_rest_by_name() -> None:
@@ -177,8 +282,13 @@ def test_anomalies_are_noted_only_when_there_are_some() -> None:
     assert anomaly_note(counts) == "missing 5 (5%) · out of range 40 (40%)"
 
 
-def test_importing_the_report_does_not_import_matplotlib() -> None:
-    """The operator image carries no matplotlib: the module must import without it."""
-    code = "import sys, dockyard.monitoring.report; print('matplotlib' in sys.modules)"
+def test_importing_or_rendering_the_report_imports_no_plotting_library() -> None:
+    """The operator image carries no matplotlib nor numpy: the module renders without them."""
+    code = ("import sys\nfrom dockyard.monitoring.report import render_report_html\n"
+            "from dockyard.monitoring.live import DriftReport\n"
+            "from dockyard.monitoring.reference import ReferenceProfile\n"
+            "p = ReferenceProfile(rows=1, features={}, prediction=None)\n"
+            "render_report_html(p, {}, None, DriftReport({}, None, 0.5), title='t')\n"
+            "print(sorted(m for m in ('matplotlib', 'numpy', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
