@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -216,19 +215,6 @@ def test_the_html_page_holds_the_svg_and_a_table() -> None:
     assert float(size[2]) > 0.25
     weight = next(r for r in rows if r[0] == "weight")
     assert weight[4] == "ok"
-
-
-@pytest.mark.parametrize("features", [4, 10])
-def test_rendering_takes_milliseconds(features: int) -> None:
-    profile = profile_of(features)
-    counts, predictions = window(profile)
-    report = evaluate(profile, counts, predictions)
-    started = time.perf_counter()
-    for _ in range(20):
-        render_report_html(profile, counts, predictions, report, title="timing")
-    elapsed = (time.perf_counter() - started) / 20
-    print(f"{features} features: {elapsed * 1000:.2f} ms per HTML report")
-    assert elapsed < 0.1
 
 
 def test_drifted_features_come_first_most_drifted_first_then_the_rest_by_name() -> None:
