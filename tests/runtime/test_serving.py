@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,27 @@ def expected_series(model_dir: Path) -> set[tuple[str, ...]]:
     return series
 
 
+def assert_counts_traffic(count: Callable[..., float], send: Callable[[Sequence[Sequence[float]]], int]) -> None:
+    """`send(rows)` answers 200 and lands in the reference buckets: every feature value and
+    prediction counted once, and a tripled petal length counted as out of range."""
+    for feature in ("sepal_length", "petal_length"):
+        assert count("dockyard_monitor_feature_anomalies", feature=feature, kind="invalid") == 0
+    before = {m: count(m) for m in ("dockyard_monitor_feature_values", "dockyard_monitor_predictions")}
+    counted = count("dockyard_monitor_requests", outcome="counted")
+    for _ in range(5):
+        assert send(IRIS_SAMPLE_ROWS) == 200
+    rows = 5 * len(IRIS_SAMPLE_ROWS)
+    assert count("dockyard_monitor_requests", outcome="counted") == counted + 5
+    assert count("dockyard_monitor_feature_values") - before["dockyard_monitor_feature_values"] == 4 * rows
+    assert count("dockyard_monitor_predictions") - before["dockyard_monitor_predictions"] == rows
+    assert count("dockyard_monitor_predictions", bucket="virginica") >= 10  # 2 of each 6 rows
+    # Three times the petal length: beyond anything the model was trained on.
+    out_of_range = count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range")
+    assert send([[r[0], r[1], 3 * r[2], r[3]] for r in IRIS_SAMPLE_ROWS]) == 200
+    assert count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range") >= (
+        out_of_range + 4)  # 4.7*3 and up exceed the training maximum (6.9)
+
+
 def test_mlserver_counts_live_traffic_into_the_reference_buckets(mlserver: Any, registered_version: str) -> None:
     """Monitoring (issue 13): every request's features and predictions land in the version's
     reference buckets, labelled by model, version and variant; out-of-range values and payloads
@@ -162,25 +183,7 @@ def test_mlserver_counts_live_traffic_into_the_reference_buckets(mlserver: Any, 
     # Every series the profile allows is exported from the start, at 0 until traffic lands in it
     # (increase() would not see the first increments of a series appearing mid-window).
     assert monitor_series(metrics_port, MODEL, registered_version, "champion") == expected_series(model_dir)
-    for feature in ("sepal_length", "petal_length"):
-        assert count("dockyard_monitor_feature_anomalies", feature=feature, kind="invalid") == 0
-
-    before = {m: count(m) for m in ("dockyard_monitor_feature_values", "dockyard_monitor_predictions")}
-    counted = count("dockyard_monitor_requests", outcome="counted")
-    for _ in range(5):
-        assert requests.post(url, json=v2_infer_payload(), timeout=30).status_code == 200
-    rows = 5 * len(IRIS_SAMPLE_ROWS)
-    assert count("dockyard_monitor_requests", outcome="counted") == counted + 5
-    assert count("dockyard_monitor_feature_values") - before["dockyard_monitor_feature_values"] == 4 * rows
-    assert count("dockyard_monitor_predictions") - before["dockyard_monitor_predictions"] == rows
-    assert count("dockyard_monitor_predictions", bucket="virginica") >= 10  # 2 of each 6 rows
-
-    # Three times the petal length: beyond anything the model was trained on.
-    out_of_range = count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range")
-    shifted = [[r[0], r[1], 3 * r[2], r[3]] for r in IRIS_SAMPLE_ROWS]
-    assert requests.post(url, json=v2_infer_payload(shifted), timeout=30).status_code == 200
-    assert count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range") >= (
-        out_of_range + 4)  # 4.7*3 and up exceed the training maximum (6.9)
+    assert_counts_traffic(count, lambda rows: requests.post(url, json=v2_infer_payload(rows), timeout=30).status_code)
 
     # A payload without the model's features: refused as before, counted as a mismatch.
     mismatch = count("dockyard_monitor_requests", outcome="mismatch")
@@ -252,24 +255,7 @@ def test_seldon_counts_live_traffic_as_mlserver_does(
     # Same series, names and labels as MLServer's, all there before traffic could reach them.
     assert monitor_series(metrics_port, MODEL, registered_version, "challenger") == expected_series(model_dir)
     assert monitor_series(mlserver[2], MODEL, registered_version, "champion") == expected_series(model_dir)
-    for feature in ("sepal_length", "petal_length"):
-        assert count("dockyard_monitor_feature_anomalies", feature=feature, kind="invalid") == 0
-
-    before = {m: count(m) for m in ("dockyard_monitor_feature_values", "dockyard_monitor_predictions")}
-    counted = count("dockyard_monitor_requests", outcome="counted")
-    for _ in range(5):
-        assert requests.post(url, json=seldon_payload(), timeout=30).status_code == 200
-    rows = 5 * len(IRIS_SAMPLE_ROWS)
-    assert count("dockyard_monitor_requests", outcome="counted") == counted + 5
-    assert count("dockyard_monitor_feature_values") - before["dockyard_monitor_feature_values"] == 4 * rows
-    assert count("dockyard_monitor_predictions") - before["dockyard_monitor_predictions"] == rows
-    assert count("dockyard_monitor_predictions", bucket="virginica") >= 10
-
-    out_of_range = count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range")
-    shifted = [[r[0], r[1], 3 * r[2], r[3]] for r in IRIS_SAMPLE_ROWS]
-    assert requests.post(url, json=seldon_payload(shifted), timeout=30).status_code == 200
-    assert count("dockyard_monitor_feature_anomalies", feature="petal_length", kind="out_of_range") >= (
-        out_of_range + 4)
+    assert_counts_traffic(count, lambda rows: requests.post(url, json=seldon_payload(rows), timeout=30).status_code)
 
     # Columns without names are predicted (and counted) by the position of the model's signature.
     counted = count("dockyard_monitor_requests", outcome="counted")

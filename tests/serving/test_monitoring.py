@@ -29,7 +29,7 @@ from tests.plugins.kube import KubeCluster, KubeEnv, scratch_namespace
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.runtime.helpers import IRIS_FEATURES, iris_frame
-from tests.serving.test_traffic import settle, wait_reachable
+from tests.serving.test_traffic import ready_router_url
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
@@ -178,14 +178,7 @@ def drift_env(kube_cluster: KubeCluster, mlflow_server: MlflowServer, prometheus
                      "variants": [{"name": "stable", "alias": "champion", "weight": 100, "replicas": 2}],
                      "monitoring": {"window": f"{WINDOW}s", "minSamples": 100}},
         })
-        md = env.wait_for_object("ModelDeployment", NAME, lambda m: (m.get("status") or {}).get("phase") == "Ready",
-                                 timeout=300)
-        svc = env.get("Service", NAME)
-        assert svc is not None and md["status"]["endpoint"]
-        r = DriftEnv(env, mlflow_server, operator, version,
-                     url=f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}")
-        settle(env, NAME)
-        wait_reachable(env, r.url)
+        r = DriftEnv(env, mlflow_server, operator, version, url=ready_router_url(env, NAME))
         try:
             yield r
         finally:

@@ -27,7 +27,7 @@ from tests.plugins.kube import KubeCluster, KubeEnv, scratch_namespace
 from tests.plugins.mlflow_server import MlflowServer
 from tests.plugins.operator import OperatorProcess
 from tests.runtime.helpers import IRIS_FEATURES, run_dockyard, train_and_register
-from tests.serving.test_traffic import settle, wait_reachable
+from tests.serving.test_traffic import ready_router_url, settle
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
@@ -218,12 +218,7 @@ def rollout_env(kube_cluster: KubeCluster, mlflow_server: MlflowServer, promethe
             },
         })
         r.wait_rollout("Idle", versions["stable"])
-        md = env.wait_for_object("ModelDeployment", NAME, lambda m: m["status"].get("phase") == "Ready", timeout=300)
-        svc = env.get("Service", NAME)
-        assert svc is not None and md["status"]["endpoint"]
-        r.url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
-        settle(env, NAME)
-        wait_reachable(env, r.url)
+        r.url = ready_router_url(env, NAME)
         try:
             yield r
         finally:

@@ -178,6 +178,19 @@ def settle(env: KubeEnv, name: str) -> None:
         env.wait_service_settled(svc["metadata"]["name"])
 
 
+def ready_router_url(env: KubeEnv, name: str, timeout: float = 300) -> str:
+    """Once the ModelDeployment `name` is Ready: its router Service's URL, settled on the current
+    Pods and answering from this machine."""
+    md = env.wait_for_object("ModelDeployment", name, lambda m: (m.get("status") or {}).get("phase") == "Ready",
+                             timeout=timeout)
+    svc = env.get("Service", name)
+    assert svc is not None and md["status"]["endpoint"]
+    url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+    settle(env, name)
+    wait_reachable(env, url)
+    return url
+
+
 @pytest.fixture(scope="module")
 def mlserver(serving_env: tuple[KubeEnv, dict[str, str]]) -> Deployed:
     env, versions = serving_env

@@ -37,6 +37,17 @@ def format_validation_error(exc: ValidationError) -> str:
     return out if len(out) <= MAX_ERROR_MESSAGE else out[: MAX_ERROR_MESSAGE - 3] + "..."
 
 
+def status_section[M: BaseModel](model: type[M], body: dict[str, Any], key: str) -> M | None:
+    """`status.<key>` as `model`, or None when absent or written by an older operator (start over)."""
+    raw = (body.get("status") or {}).get(key)
+    if not raw:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValueError:
+        return None
+
+
 def parse_spec[M: BaseModel](model: type[M], body: dict[str, Any]) -> tuple[M | None, str]:
     try:
         return model.model_validate(body.get("spec") or {}), ""

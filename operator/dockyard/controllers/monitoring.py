@@ -32,6 +32,7 @@ from ..monitoring.reference import PROFILE_ARTIFACT, ReferenceProfile
 from ..monitoring.window import WindowCounts, counts_from_series, variant_drift, window_queries
 from ..rollout import parse_ts
 from .base import Context
+from .common import status_section
 from .state import DeploymentState, ProfileEntry, Resolution
 
 RATE_WINDOW_SCRAPES = 4  # as rollout analysis: increase() needs samples across the window
@@ -42,13 +43,7 @@ TAG_DRIFT_REPORT = "dockyard.drift.report"
 
 
 def previous_status(body: dict[str, Any]) -> MonitoringStatus | None:
-    raw = (body.get("status") or {}).get("monitoring")
-    if not raw:
-        return None
-    try:
-        return MonitoringStatus.model_validate(raw)
-    except ValueError:  # written by an older operator: start over
-        return None
+    return status_section(MonitoringStatus, body, "monitoring")
 
 
 def window_seconds(ctx: Context, spec: MonitoringSpec) -> int:

@@ -32,6 +32,7 @@ from ..rollout import (
 )
 from ..routers.common import ROUTER_COMPONENT, variant_service_name
 from .base import Context
+from .common import status_section
 from .monitoring import drift_share
 from .state import DeploymentState, Resolution
 
@@ -45,13 +46,7 @@ TAG_APPROVED_AT = "dockyard.approved_at"
 
 
 def previous_status(body: dict[str, Any]) -> RolloutStatus | None:
-    raw = (body.get("status") or {}).get("rollout")
-    if not raw:
-        return None
-    try:
-        return RolloutStatus.model_validate(raw)
-    except ValueError:  # written by an older operator: start over
-        return None
+    return status_section(RolloutStatus, body, "rollout")
 
 
 async def reconcile_rollout(ctx: Context, state: DeploymentState, body: dict[str, Any], spec: ModelDeploymentSpec,
