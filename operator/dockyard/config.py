@@ -42,6 +42,8 @@ class OperatorConfig:
     enabled_routers: frozenset[str] = field(
         default_factory=lambda: frozenset({"builtin", "gateway", "istio", "seldon"})
     )
+    # TrainingRun.spec.backend types the operator accepts (job always).
+    enabled_backends: frozenset[str] = field(default_factory=lambda: frozenset({"job", "trainjob", "rayjob"}))
     cluster_domain: str = "cluster.local"
     # Prometheus that rollout analysis queries ("" = none; a rollout may name its own).
     prometheus_url: str = ""
@@ -80,6 +82,8 @@ class OperatorConfig:
             resync_seconds=float(_env("DOCKYARD_RESYNC_SECONDS", str(cls.resync_seconds))),
             lease_seconds=float(_env("DOCKYARD_LEASE_SECONDS", str(cls.lease_seconds))),
             enabled_routers=frozenset(r.strip() for r in routers.split(",") if r.strip()),
+            enabled_backends=frozenset({"job"} | {b.strip() for b in _env(
+                "DOCKYARD_ENABLED_BACKENDS", "job,trainjob,rayjob").split(",") if b.strip()}),
             cluster_domain=_env("DOCKYARD_CLUSTER_DOMAIN", cls.cluster_domain),
             prometheus_url=_env("DOCKYARD_PROMETHEUS_URL", "").strip(),
             prometheus_scrape_interval_seconds=parse_duration(_env("DOCKYARD_PROMETHEUS_SCRAPE_INTERVAL", "30s")),

@@ -21,6 +21,7 @@ MODEL_LABEL = "dockyard.dev/model"
 MODEL_VERSION_LABEL = "dockyard.dev/model-version"
 VARIANT_LABEL = "dockyard.dev/variant"
 ATTEMPT_LABEL = "dockyard.dev/attempt"
+TRIAL_LABEL = "dockyard.dev/trial"  # a sweep trial's index, on its Job
 COMPONENT_LABEL = "app.kubernetes.io/component"
 VERSION_LABEL = "app.kubernetes.io/version"
 PART_OF_LABEL = "app.kubernetes.io/part-of"

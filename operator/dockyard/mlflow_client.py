@@ -214,6 +214,17 @@ class MlflowClient:
         await self._call("POST", "runs/update", "update_run",
                          body={"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
+    async def log_batch(self, run_id: str, params: dict[str, str], metrics: dict[str, float],
+                        tags: dict[str, str] | None = None) -> None:
+        """Params (immutable in MLflow: logging the same value again is allowed), metrics and tags."""
+        now = int(time.time() * 1000)
+        await self._call("POST", "runs/log-batch", "log_batch", body={
+            "run_id": run_id,
+            "params": [{"key": k, "value": v[:6000]} for k, v in params.items()],
+            "metrics": [{"key": k, "value": v, "timestamp": now, "step": 0} for k, v in metrics.items()],
+            "tags": _tag_list(tags or {}),
+        })
+
     async def set_run_tag(self, run_id: str, key: str, value: str) -> None:
         await self._call("POST", "runs/set-tag", "set_run_tag", body={"run_id": run_id, "key": key, "value": value})
 

@@ -282,7 +282,7 @@ def test_short_names_do_not_collide_with_builtin_kinds() -> None:
     ("kind", "expected"),
     [
         ("Dataset", ["Phase", "Version", "Rows", "Ready", "Age"]),
-        ("TrainingRun", ["Phase", "Model", "Version", "Dataset", "Ready", "Age"]),
+        ("TrainingRun", ["Phase", "Model", "Version", "Dataset", "Trials", "Ready", "Age"]),
         ("ModelDeployment", ["Phase", "Model", "Weights", "Rollout", "Step", "Drift", "Router", "Ready", "Age"]),
     ],
 )

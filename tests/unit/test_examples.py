@@ -16,7 +16,7 @@ from dockyard.api import KINDS
 from tests.unit.test_crds import CRDS, VALIDATORS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
-FILES = sorted(EXAMPLES.glob("*.yaml"))
+FILES = sorted(EXAMPLES.rglob("*.yaml"))  # distributed/ too: validated, applied only on purpose
 
 
 def documents() -> list[tuple[str, dict[str, Any]]]:
@@ -24,7 +24,7 @@ def documents() -> list[tuple[str, dict[str, Any]]]:
     for path in FILES:
         for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
             if doc is not None:
-                docs.append((f"{path.name}#{i}", doc))
+                docs.append((f"{path.relative_to(EXAMPLES)}#{i}", doc))
     return docs
 
 
@@ -82,10 +82,11 @@ def test_defaulted_form_parses_with_model(doc: dict[str, Any]) -> None:
 
 def test_names_line_up() -> None:
     [dataset] = by_kind("Dataset")
-    [run] = by_kind("TrainingRun")
+    [run] = [r for r in by_kind("TrainingRun") if "sweep" not in r["spec"] and "backend" not in r["spec"]]
     [deployment] = by_kind("ModelDeployment")
-    assert run["spec"]["datasetRef"]["name"] == dataset["metadata"]["name"]
+    assert all(r["spec"]["datasetRef"]["name"] == dataset["metadata"]["name"] for r in by_kind("TrainingRun"))
     assert deployment["spec"]["modelName"] == run["spec"]["modelName"]
+    assert run["spec"]["retrain"]["onDrift"]["modelDeployment"] == deployment["metadata"]["name"]
     aliases = {v.get("alias") for v in deployment["spec"]["variants"]}
     assert run["spec"]["alias"] in aliases, "a variant follows the alias the TrainingRun sets"
     target = dataset["spec"]["schema"]["target"]

@@ -138,6 +138,17 @@ dockyard-workload
 {{- end -}}
 {{- end -}}
 
+{{/* Training backends enabled in values, as the comma list DOCKYARD_ENABLED_BACKENDS expects. */}}
+{{- define "dockyard.enabledBackends" -}}
+{{- $enabled := list "job" -}}
+{{- range $name := list "trainjob" "rayjob" -}}
+{{- if index $.Values.trainingBackends $name -}}
+{{- $enabled = append $enabled $name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $enabled -}}
+{{- end -}}
+
 {{/* Routers enabled in values, as the comma list DOCKYARD_ENABLED_ROUTERS expects. */}}
 {{- define "dockyard.enabledRouters" -}}
 {{- $enabled := list -}}
@@ -244,6 +255,17 @@ Role in every watched namespace in namespaced scope). Argument: the root context
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The enabled training backends' objects: made once per attempt (create), then followed (get).
+{{- if .Values.trainingBackends.trainjob }}
+- apiGroups: ["trainer.kubeflow.org"]
+  resources: ["trainjobs"]
+  verbs: ["get", "create"]
+{{- end }}
+{{- if .Values.trainingBackends.rayjob }}
+- apiGroups: ["ray.io"]
+  resources: ["rayjobs"]
+  verbs: ["get", "create"]
+{{- end }}
 # The enabled routers' objects: applied, and pruned when a ModelDeployment switches router.
 {{- if .Values.routers.gateway }}
 - apiGroups: ["gateway.networking.k8s.io"]

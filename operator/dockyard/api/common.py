@@ -42,6 +42,9 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+# Hyperparameter names become env var suffixes and MLflow param keys.
+PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+HyperValue = str | int | float | bool | None
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:

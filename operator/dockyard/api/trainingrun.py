@@ -7,19 +7,23 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from .backend import Backend
 from .common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     DURATION,
     MODEL_NAME,
+    PARAM_NAME,
     ApiModel,
     BaseStatus,
+    HyperValue,
     ResourceRequirements,
     Scheduling,
     cel,
     parse_duration,
     schema_extra,
 )
+from .sweep import SweepSpec, SweepStatus
 
 KIND = "TrainingRun"
 PLURAL = "trainingruns"
@@ -31,10 +35,6 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MLFLOW_ALIAS = r"^[A-Za-z][A-Za-z0-9_-]*$"
 # MLflow refuses to set these aliases: `latest` (any case) and version-like `v3`.
 RESERVED_ALIAS = r"[vV][0-9]+"
-# Hyperparameter names become env var suffixes and MLflow param keys.
-PARAM_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-HyperValue = str | int | float | bool | None
 
 
 def check_alias(value: str | None) -> str | None:
@@ -192,7 +192,13 @@ class TrainingRunSpec(Scheduling):
             cel(
                 "has(self.resources) == has(oldSelf.resources)",
                 "resources is immutable; create a new TrainingRun instead",
-            )
+            ),
+            cel(
+                "has(self.backend) == has(oldSelf.backend)",
+                "backend is immutable; create a new TrainingRun instead",
+            ),
+            cel("!has(self.sweep) || !has(self.backend) || self.backend.type == 'job'",
+                "sweep trials run as Jobs: a sweep needs backend.type job", ".sweep"),
         )
     )
 
@@ -230,11 +236,38 @@ class TrainingRunSpec(Scheduling):
         description="MLflow alias to point at the new version on success, e.g. challenger.",
     )
     retrain: RetryPolicy | None = Field(default=None, description="Retraining policy.")
+    sweep: SweepSpec | None = Field(
+        default=None,
+        description="Search hyperparameters: one child MLflow run and Job per trial; only the best is registered.",
+    )
+    backend: Backend | None = Field(
+        default=None,
+        description="Who runs training: job (default), trainjob (Kubeflow Trainer v2) or rayjob (KubeRay).",
+        json_schema_extra=schema_extra(IMMUTABLE),
+    )
 
     @field_validator("alias")
     @classmethod
     def _alias_not_reserved(cls, value: str | None) -> str | None:
         return check_alias(value)
+
+    def backend_type(self) -> str:
+        return self.backend.type if self.backend else "job"
+
+    @model_validator(mode="after")
+    def _sweep_runs_jobs(self) -> TrainingRunSpec:
+        if self.sweep is not None and self.backend_type() != "job":
+            raise ValueError("sweep trials run as Jobs: a sweep needs backend.type job")
+        return self
+
+    @model_validator(mode="after")
+    def _swept_not_fixed(self) -> TrainingRunSpec:
+        est = self.trainer.estimator
+        both = sorted(set(self.sweep.by_name()) & set(est.hyperparameters or {})) if self.sweep and est else []
+        if both:
+            raise ValueError(f"sweep.parameters {', '.join(both)} also fixed in trainer.estimator.hyperparameters: "
+                             "keep each name in one place")
+        return self
 
 
 class Attempt(ApiModel):
@@ -264,6 +297,7 @@ class TrainingRunStatus(BaseStatus):
     start_time: str | None = Field(default=None, description="When the current attempt started.")
     completion_time: str | None = Field(default=None, description="When the current attempt ended.")
     history: list[Attempt] | None = Field(default=None, description="Bounded list of attempts, newest last.")
+    sweep: SweepStatus | None = Field(default=None, description="The current attempt's hyperparameter sweep.")
     trigger: str | None = Field(
         default=None, description="Why the current attempt started: datasetChange or drift (absent for the first).")
     trigger_message: str | None = Field(default=None, description="The trigger in words (for drift, the scores).")
@@ -287,6 +321,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.modelName"},
     {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion"},
     {"name": "Dataset", "type": "string", "jsonPath": ".spec.datasetRef.name"},
+    {"name": "Trials", "type": "string", "jsonPath": ".status.sweep.summary"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

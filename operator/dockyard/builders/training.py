@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..api.dataset import DatasetSpec
+from ..api.sweep import Trial
 from ..api.trainingrun import TrainingRunSpec
 from ..config import OperatorConfig
 from ..labels import (
@@ -17,12 +18,14 @@ from ..labels import (
     PROFILER_COMPONENT,
     SOURCE_REVISION_ANNOTATION,
     TRAINER_COMPONENT,
+    TRIAL_LABEL,
     child_name,
     owner_reference,
     pod_template_labels,
     stamp_spec_hash,
     standard_labels,
 )
+from ..sweep import trial_params
 from .pods import (
     TERMINATION_LOG,
     container_security_context,
@@ -42,8 +45,9 @@ def profile_job_name(dataset_name: str, generation: int, refresh: int) -> str:
     return child_name(dataset_name, f"profile-g{generation}-r{refresh}")
 
 
-def training_job_name(run_name: str, attempt: int) -> str:
-    return child_name(run_name, f"train-{attempt}")
+def training_job_name(run_name: str, attempt: int, trial: int | None = None) -> str:
+    """`<run>-train-<attempt>`, or `<run>-train-<attempt>-t<trial>` for a sweep's trial."""
+    return child_name(run_name, f"train-{attempt}" + (f"-t{trial}" if trial is not None else ""))
 
 
 def dataset_access(spec: DatasetSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -161,6 +165,7 @@ def training_env(
     experiment_id: str,
     dataset_version: str,
     cfg: OperatorConfig,
+    trial: Trial | None = None,
 ) -> dict[str, str]:
     meta = owner["metadata"]
     target = dataset.data_schema.target if dataset.data_schema and dataset.data_schema.target else ""
@@ -181,17 +186,21 @@ def training_env(
         "DOCKYARD_TERMINATION_LOG": TERMINATION_LOG,
     }
     est = spec.trainer.estimator
+    fixed = dict(est.hyperparameters or {}) if est is not None else {}
+    hyper = trial_params(fixed, trial.parameters) if trial is not None else fixed
     if est is not None:
-        hyper = est.hyperparameters or {}
         env.update({
             "DOCKYARD_ESTIMATOR": est.class_path,
-            "DOCKYARD_HYPERPARAMETERS": json.dumps(hyper, sort_keys=True),
             "DOCKYARD_TASK": est.task,
             "DOCKYARD_TEST_FRACTION": str(est.test_fraction),
             "DOCKYARD_RANDOM_SEED": str(est.random_seed),
         })
+    if est is not None or trial is not None:  # a custom trainer gets a trial's values the same way
+        env["DOCKYARD_HYPERPARAMETERS"] = json.dumps(hyper, sort_keys=True)
         for key, value in sorted(hyper.items()):
             env[f"DOCKYARD_HP_{key.upper()}"] = "" if value is None else json.dumps(value).strip('"')
+    if trial is not None:
+        env["DOCKYARD_TRIAL"] = str(trial.index)
     return env
 
 
@@ -205,11 +214,13 @@ def build_training_job(
     experiment_id: str,
     dataset_version: str,
     cfg: OperatorConfig,
+    trial: Trial | None = None,
 ) -> dict[str, Any]:
-    """The Job that trains one attempt: built-in `dockyard train` or the user's own container."""
+    """The Job that trains one attempt (or one trial of its sweep): built-in `dockyard train`
+    or the user's own container."""
     volumes, mounts, env_from = dataset_access(spec=dataset)
     env = training_env(owner, spec, dataset, attempt=attempt, run_id=run_id, experiment_id=experiment_id,
-                       dataset_version=dataset_version, cfg=cfg)
+                       dataset_version=dataset_version, cfg=cfg, trial=trial)
     custom = spec.trainer.custom
     container: dict[str, Any]
     if custom is not None:
@@ -237,13 +248,13 @@ def build_training_job(
         container["resources"] = resources
     return _job(
         owner=owner,
-        name=training_job_name(owner["metadata"]["name"], attempt),
+        name=training_job_name(owner["metadata"]["name"], attempt, trial.index if trial is not None else None),
         component=TRAINER_COMPONENT,
         container=container,
         volumes=volumes,
         cfg=cfg,
         backoff_limit=spec.backoff_limit,
         active_deadline_seconds=spec.active_deadline_seconds,
-        extra_labels={ATTEMPT_LABEL: str(attempt)},
+        extra_labels={ATTEMPT_LABEL: str(attempt), **({TRIAL_LABEL: str(trial.index)} if trial is not None else {})},
         scheduling=pod_scheduling(spec),
     )

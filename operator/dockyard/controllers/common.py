@@ -124,6 +124,43 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def engine_outcome(obj: dict[str, Any]) -> JobOutcome:
+    """What a TrainJob (conditions Complete / Failed) or a RayJob (jobDeploymentStatus and
+    jobStatus, with the engine's reason and message) says, in the training Job's terms."""
+    status = obj.get("status") or {}
+    if obj.get("kind") == "TrainJob":
+        conds = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+        for kind, ok in (("Complete", True), ("Failed", False)):
+            if kind in conds:
+                cond = conds[kind]
+                return JobOutcome(finished=True, succeeded=ok, reason=str(cond.get("reason") or f"TrainJob{kind}"),
+                                  message=str(cond.get("message") or ""),
+                                  completed=cond.get("lastTransitionTime"))
+        return JobOutcome(finished=False)
+    deployment, job = status.get("jobDeploymentStatus"), status.get("jobStatus")
+    started, completed = status.get("startTime"), status.get("endTime")
+    if deployment == "Complete" and job == "SUCCEEDED":
+        return JobOutcome(finished=True, succeeded=True, reason="RayJobSucceeded", started=started, completed=completed)
+    if deployment in ("Failed", "ValidationFailed") or job in ("FAILED", "STOPPED"):
+        reason = str(status.get("reason") or deployment or "RayJobFailed")
+        return JobOutcome(finished=True, succeeded=False, reason=reason, message=str(status.get("message") or ""),
+                          started=started, completed=completed)
+    return JobOutcome(finished=False, started=started)
+
+
+def engine_progress(obj: dict[str, Any]) -> str:
+    """What the engine reports while it runs, for the status message: `: 1/2 nodes ready` or
+    `: Running, job RUNNING`."""
+    status = obj.get("status") or {}
+    if obj.get("kind") == "TrainJob":
+        jobs = status.get("jobsStatus") or []
+        ready = sum(int(j.get("ready") or 0) for j in jobs)
+        active = sum(int(j.get("active") or 0) for j in jobs)
+        return f": {ready} ready, {active} active" if jobs else ""
+    parts = [str(status[k]) for k in ("jobDeploymentStatus", "jobStatus") if status.get(k)]
+    return f": {', '.join(parts)}" if parts else ""
+
+
 async def job_outcome(ctx: Context, job: dict[str, Any]) -> JobOutcome:
     """Read a Job's conditions and, once finished, its Pod's termination message."""
     status = job.get("status") or {}

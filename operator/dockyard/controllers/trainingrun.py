@@ -25,13 +25,26 @@ from typing import Any
 from .. import metrics
 from ..api.dataset import DatasetSpec
 from ..api.trainingrun import TrainingRunSpec
+from ..builders.distributed import build_engine_object, engine_object_name
 from ..builders.training import build_training_job, training_job_name
 from ..conditions import get_condition, now_rfc3339, set_condition, summarize
+from ..kube import ApiError
 from ..mlflow_client import MlflowError, MlflowNotFound, MlflowUnavailable
 from ..registry_access import ForeignOwner, owner_tags
 from ..rollout import parse_ts
 from .base import Context, MlflowWaitError, Result, create_once, generation, set_finalizer, slim, write_status
-from .common import announce_transition, invalid_status, job_outcome, job_pods, parse_spec, stuck_reason
+from .common import (
+    JobOutcome,
+    announce_transition,
+    engine_outcome,
+    engine_progress,
+    invalid_status,
+    job_outcome,
+    job_pods,
+    parse_spec,
+    stuck_reason,
+)
+from .sweep import advance_sweep
 
 KIND = "TrainingRun"
 TERMINAL = ("Succeeded", "Rejected", "Failed")
@@ -131,7 +144,13 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
                         data_ready=True, requeue=None)
         status = dict(body.get("status") or status)
 
-    # 3. The training Job.
+    # 3. The training Job, a sweep's trial Jobs, or the engine's TrainJob / RayJob.
+    if spec.sweep is not None:
+        return await _sweep(ctx, body, spec, status, attempt=attempt, data_version=data_version,
+                            dataset=dataset_body)
+    if spec.backend_type() != "job":
+        return await _engine(ctx, body, spec, status, attempt=attempt, data_version=data_version,
+                             dataset=dataset_body)
     job_name = training_job_name(name, attempt)
     job = ctx.cache.get(("Job", ns, job_name))
     if job is None:  # create straight away: AlreadyExists means it is ours (create_once reads it then)
@@ -158,23 +177,126 @@ async def _reconcile(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec) 
 
     run_id = status["mlflowRunId"]
     if not outcome.succeeded:
-        reason = str((outcome.result or {}).get("reason") or outcome.reason or "TrainingFailed")
-        message = str((outcome.result or {}).get("message") or outcome.message or "the training Job failed")
-        run = await ctx.mlflow.get_run(run_id)
-        if run.status not in ("FAILED", "KILLED"):
-            await ctx.mlflow.set_run_status(run_id, "FAILED")
-        _observe_duration(outcome, "failed")
-        status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", reason, message, gen)
-        return await _terminal(ctx, body, status, "Failed", reason, message, ok=False)
+        return await _training_failed(ctx, body, status, outcome, "the training Job failed")
 
     # 4. Metrics and the quality gate.
+    status["conditions"] = set_condition(status.get("conditions"), "Trained", "True", "JobSucceeded",
+                                         f"Job {job_name} succeeded", gen)
+    return await _gate_and_register(ctx, body, spec, status, run_id, attempt=attempt, data_version=data_version,
+                                    outcome=outcome)
+
+
+async def _training_failed(ctx: Context, body: dict[str, Any], status: dict[str, Any], outcome: JobOutcome,
+                           default: str) -> Result:
+    """The trainer failed: the run ends FAILED, the TrainingRun too, with the trainer's (or the
+    engine's) reason."""
+    run_id = status["mlflowRunId"]
+    reason = str((outcome.result or {}).get("reason") or outcome.reason or "TrainingFailed")
+    message = str((outcome.result or {}).get("message") or outcome.message or default)
+    run = await ctx.mlflow.get_run(run_id)
+    if run.status not in ("FAILED", "KILLED"):
+        await ctx.mlflow.set_run_status(run_id, "FAILED")
+    _observe_duration(outcome, "failed")
+    status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", reason, message,
+                                         generation(body))
+    return await _terminal(ctx, body, status, "Failed", reason, message, ok=False)
+
+
+async def _engine(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, status: dict[str, Any], *,
+                  attempt: int, data_version: str, dataset: dict[str, Any] | None) -> Result:
+    """Step 3 on Kubeflow Trainer or KubeRay: make the engine's object once, follow its status
+    (the engine is not watched: polled), then steps 4 and 5 as for a Job."""
+    meta = body["metadata"]
+    ns, gen = meta["namespace"], generation(body)
+    if spec.backend_type() not in ctx.cfg.enabled_backends:
+        message = (f"backend {spec.backend_type()!r} is disabled in this operator (DOCKYARD_ENABLED_BACKENDS; "
+                   f"chart value trainingBackends.{spec.backend_type()})")
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", "BackendUnavailable",
+                                             message, gen)
+        return await _progress(ctx, body, status, "Pending", "BackendUnavailable", message, data_ready=True,
+                               requeue=None, stuck=True)
+    api = spec.backend.api() if spec.backend else None
+    assert api is not None
+    api_version, kind = api
+    name = engine_object_name(meta["name"], attempt, kind)
+    try:
+        obj = await ctx.kube.get(api_version, kind, ns, name)
+        if obj is None:
+            if dataset is None:
+                message = f"Dataset {spec.dataset_ref.name!r} does not exist; the {kind} waits for it"
+                return await _progress(ctx, body, status, "Running", "DatasetNotFound", message,
+                                       data_ready=False, requeue=None)
+            await ctx.registry.grant_experiment(ns, str(status.get("experimentId") or ""))
+            obj = await create_once(ctx, build_engine_object(
+                body, spec, DatasetSpec.model_validate(dataset["spec"]), attempt=attempt,
+                run_id=status["mlflowRunId"], experiment_id=str(status.get("experimentId") or ""),
+                dataset_version=data_version, cfg=ctx.cfg))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        message = (f"backend {spec.backend_type()} needs {kind} ({api_version}), which this cluster does not "
+                   f"serve: install {'Kubeflow Trainer v2' if kind == 'TrainJob' else 'KubeRay'} or use backend job")
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", "BackendUnavailable",
+                                             message, gen)
+        return await _progress(ctx, body, status, "Pending", "BackendUnavailable", message, data_ready=True,
+                               requeue=60.0, stuck=True)
+    outcome = engine_outcome(obj)
+    if not outcome.finished:
+        message = f"{kind} {name} is running" + engine_progress(obj)
+        if status.get("jobName") != name or status.get("message") != message:
+            status["jobName"] = name
+            status["conditions"] = set_condition(status.get("conditions"), "Trained", "Unknown", "Training",
+                                                 message, gen)
+            await _progress(ctx, body, status, "Running", "Training", message, data_ready=True, requeue=None)
+        return Result(requeue_after=15.0)
+    if not outcome.succeeded:
+        return await _training_failed(ctx, body, status, outcome, f"the {kind} failed")
+    status["conditions"] = set_condition(status.get("conditions"), "Trained", "True", outcome.reason,
+                                         f"{kind} {name} succeeded", gen)
+    return await _gate_and_register(ctx, body, spec, status, str(status["mlflowRunId"]), attempt=attempt,
+                                    data_version=data_version, outcome=outcome)
+
+
+async def _sweep(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, status: dict[str, Any], *,
+                 attempt: int, data_version: str, dataset: dict[str, Any] | None) -> Result:
+    """Step 3 for a sweep: trials until it is over, then the winner goes through steps 4 and 5."""
+    gen = generation(body)
+
+    async def progress(st: dict[str, Any], reason: str, message: str) -> Result:
+        st["conditions"] = set_condition(st.get("conditions"), "Trained", "Unknown", reason, message, gen)
+        return await _progress(ctx, body, st, "Running", reason, message, data_ready=True, requeue=None)
+
+    result = await advance_sweep(ctx, body, spec, status, attempt=attempt, data_version=data_version,
+                                 dataset=dataset, progress=progress)
+    if result.wait is not None:
+        return result.wait
+    parent = str(status["mlflowRunId"])
+    if result.failure is not None:
+        reason, message = result.failure
+        if (await ctx.mlflow.get_run(parent)).status not in ("FAILED", "KILLED"):
+            await ctx.mlflow.set_run_status(parent, "FAILED")
+        status["conditions"] = set_condition(status.get("conditions"), "Trained", "False", reason, message, gen)
+        return await _terminal(ctx, body, status, "Failed", reason, message, ok=False)
+    best = result.best
+    assert best is not None and best.mlflow_run_id is not None and spec.sweep is not None
+    if (await ctx.mlflow.get_run(parent)).status == "RUNNING":
+        await ctx.mlflow.set_run_status(parent, "FINISHED")
+    status["conditions"] = set_condition(status.get("conditions"), "Trained", "True", "SweepSucceeded",
+                                         f"best trial {best.index}: {spec.sweep.metric}={best.value:g}", gen)
+    return await _gate_and_register(ctx, body, spec, status, best.mlflow_run_id, attempt=attempt,
+                                    data_version=data_version, outcome=None)
+
+
+async def _gate_and_register(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, status: dict[str, Any],
+                             run_id: str, *, attempt: int, data_version: str, outcome: Any) -> Result:
+    """Steps 4 and 5 for the run holding the model (the attempt's, or a sweep's best trial)."""
+    ns = body["metadata"]["namespace"]
+    gen = generation(body)
     run = await ctx.mlflow.get_run(run_id)
     metrics_now = {k: v for k, v in sorted(run.metrics.items()) if math.isfinite(v)}
     status["metrics"] = metrics_now
     if run.status == "RUNNING":  # custom trainers may not end their run; the Job did succeed
         await ctx.mlflow.set_run_status(run_id, "FINISHED")
-    status["conditions"] = set_condition(status.get("conditions"), "Trained", "True", "JobSucceeded",
-                                         f"Job {job_name} succeeded", gen)
     gate = spec.quality_gate
     if gate is not None:
         value = metrics_now.get(gate.metric)
@@ -324,7 +446,7 @@ async def _start_new_attempt(ctx: Context, body: dict[str, Any], status: dict[st
     attempt = int(status.get("attempt") or 1) + 1
     new_version = str(((dataset or {}).get("status") or {}).get("version"))
     for key in ("mlflowRunId", "jobName", "metrics", "modelVersion", "modelUri", "startTime", "completionTime",
-                "experimentId"):
+                "experimentId", "sweep"):
         status.pop(key, None)
     status.update(attempt=attempt, datasetVersion=new_version, trigger=trigger, triggerMessage=why)
     status["conditions"] = [c for c in status.get("conditions") or []
@@ -412,6 +534,8 @@ async def _write(ctx: Context, body: dict[str, Any], status: dict[str, Any]) -> 
 
 
 def _observe_duration(outcome: Any, result: str) -> None:
+    if outcome is None:  # a sweep: its trials ran as several Jobs
+        return
     seconds = outcome.duration_seconds
     if seconds is not None:
         metrics.TRAINING_DURATION.labels(result=result).observe(seconds)

@@ -522,6 +522,20 @@ def _fail_run(run_id: str, failure: RuntimeFailure) -> None:
         print(f"dockyard train: could not mark run {run_id} FAILED: {exc}", file=sys.stderr)
 
 
+# Where the engines put a worker's rank: torchrun / Kubeflow Trainer (RANK, PET_NODE_RANK), an
+# indexed Job (JOB_COMPLETION_INDEX), Open MPI.
+RANK_VARIABLES = ("RANK", "PET_NODE_RANK", "JOB_COMPLETION_INDEX", "OMPI_COMM_WORLD_RANK")
+
+
+def worker_rank(environ: Mapping[str, str]) -> int:
+    """This worker's rank (0 when it runs alone or no engine says otherwise)."""
+    for name in RANK_VARIABLES:
+        value = environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     environ = os.environ
@@ -539,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_env(environ, args)
     except RuntimeFailure as exc:
         return finish({"ok": False, "reason": exc.reason, "message": exc.message}, exc.exit_code)
+    rank = worker_rank(environ)
+    if rank:  # on several nodes (TrainJob, RayJob), only rank 0 logs to the run and the model
+        return finish({"ok": True, "rank": rank, "message": "not rank 0: nothing logged"}, EXIT_OK)
 
     quiet_mlflow()
     import mlflow

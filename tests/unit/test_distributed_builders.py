@@ -1,0 +1,116 @@
+"""TrainJob and RayJob builders (spec.backend): the training contract carried over, GPUs and
+placement passed through, and the engines' status read back in the training Job's terms."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.api.dataset import DatasetSpec
+from dockyard.api.trainingrun import TrainingRunSpec
+from dockyard.builders.distributed import QUEUE_LABEL, build_rayjob, build_trainjob, engine_object_name
+from dockyard.config import OperatorConfig
+from dockyard.controllers.common import engine_outcome
+from dockyard.runtime.train import worker_rank
+
+OWNER = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "TrainingRun",
+         "metadata": {"name": "iris-dist", "namespace": "team-a", "uid": "u-1"}}
+DATASET = DatasetSpec.model_validate({"source": {"uri": "s3://bucket/iris.csv", "format": "csv"},
+                                      "schema": {"target": "species"}})
+CFG = OperatorConfig(mlflow_workload_credentials=True)
+COMMON: dict[str, Any] = dict(attempt=2, run_id="run-123", experiment_id="7", dataset_version="sha256:abc", cfg=CFG)
+
+
+def spec(backend: dict[str, Any], **extra: Any) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate({
+        "datasetRef": {"name": "iris"}, "modelName": "iris-model",
+        "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier"}},
+        "backend": backend, **extra})
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+TRAINJOB = {"type": "trainjob", "queueName": "gpu-queue",
+            "trainJob": {"runtimeRef": {"name": "torch-distributed"}, "numNodes": 2,
+                         "resourcesPerNode": {"requests": {"cpu": "2"}, "gpus": 1}}}
+PLACEMENT = {"nodeSelector": {"accelerator": "a100"},
+             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def test_a_trainjob_carries_the_mlflow_run_gpus_placement_and_the_queue() -> None:
+    obj = build_trainjob(OWNER, spec(TRAINJOB, **PLACEMENT), DATASET, **COMMON)
+    assert (obj["apiVersion"], obj["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
+    assert obj["metadata"]["name"] == "iris-dist-train-2" and obj["metadata"]["labels"][QUEUE_LABEL] == "gpu-queue"
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    trainer = obj["spec"]["trainer"]
+    assert obj["spec"]["runtimeRef"] == {"name": "torch-distributed", "apiGroup": "trainer.kubeflow.org",
+                                         "kind": "ClusterTrainingRuntime"}
+    assert trainer["numNodes"] == 2 and trainer["command"] == ["dockyard", "train"]
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "1"
+    env = env_of(trainer)
+    assert env["MLFLOW_RUN_ID"] == "run-123" and env["DOCKYARD_BACKEND"] == "trainjob"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": "dockyard-mlflow-workload",
+                                                               "key": "MLFLOW_TRACKING_PASSWORD"}}
+    (patch,) = obj["spec"]["runtimePatches"]
+    pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    assert pod["spec"] == PLACEMENT
+
+
+def test_a_rayjob_makes_its_own_cluster_with_quoted_entrypoint_and_gpu_workers() -> None:
+    tr = spec({"type": "rayjob", "rayJob": {"workers": {"replicas": 2, "resources": {"gpus": 1}},
+                                            "entrypoint": ["python", "train.py", "--name", "a b; rm -rf /"]}},
+              **PLACEMENT)
+    obj = build_rayjob(OWNER, tr, DATASET, **COMMON)
+    body = obj["spec"]
+    assert shlex.split(body["entrypoint"]) == ["python", "train.py", "--name", "a b; rm -rf /"]
+    assert body["shutdownAfterJobFinishes"] is True
+    head = body["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (workers,) = body["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    worker = workers["template"]["spec"]
+    assert worker["nodeSelector"] == PLACEMENT["nodeSelector"] and head["tolerations"] == PLACEMENT["tolerations"]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert env_of(head["containers"][0])["MLFLOW_RUN_ID"] == "run-123"
+
+
+def test_a_rayjob_on_an_existing_cluster_gets_the_run_through_its_runtime_env_without_credentials() -> None:
+    obj = build_rayjob(OWNER, spec({"type": "rayjob", "rayJob": {"clusterName": "shared"}}), DATASET, **COMMON)
+    body = obj["spec"]
+    assert body["clusterSelector"] == {"ray.io/cluster": "shared"} and "rayClusterSpec" not in body
+    assert body["shutdownAfterJobFinishes"] is False
+    env = yaml.safe_load(body["runtimeEnvYAML"])["env_vars"]
+    assert env["MLFLOW_RUN_ID"] == "run-123" and "MLFLOW_TRACKING_PASSWORD" not in env
+
+
+def test_rayjob_names_fit_kuberays_limit() -> None:
+    name = engine_object_name("a" * 60, 3, "RayJob")
+    assert len(name) <= 47 and engine_object_name("a" * 60, 3, "RayJob") == name
+
+
+@pytest.mark.parametrize("obj, finished, succeeded, reason", [
+    ({"kind": "TrainJob", "status": {"conditions": [{"type": "Complete", "status": "True"}]}}, True, True, "TrainJobComplete"),
+    ({"kind": "TrainJob", "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                     "message": "node-1 failed"}]}}, True, False, "BackoffLimitExceeded"),
+    ({"kind": "TrainJob", "status": {"conditions": [{"type": "Suspended", "status": "True"}]}}, False, False, ""),
+    ({"kind": "RayJob", "status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}, True, True, "RayJobSucceeded"),
+    ({"kind": "RayJob", "status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed",
+                                   "message": "exit 1"}}, True, False, "AppFailed"),
+    ({"kind": "RayJob", "status": {"jobDeploymentStatus": "ValidationFailed"}}, True, False, "ValidationFailed"),
+    ({"kind": "RayJob", "status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}, False, False, ""),
+])
+def test_engine_status_becomes_the_training_outcome(obj: dict[str, Any], finished: bool, succeeded: bool,
+                                                    reason: str) -> None:
+    outcome = engine_outcome(obj)
+    assert (outcome.finished, outcome.succeeded) == (finished, succeeded)
+    if finished:
+        assert outcome.reason == reason
+
+
+def test_only_rank_zero_logs() -> None:
+    assert worker_rank({}) == 0 and worker_rank({"PET_NODE_RANK": "0"}) == 0
+    assert worker_rank({"PET_NODE_RANK": "1"}) == 1 and worker_rank({"RANK": "3"}) == 3
