@@ -58,7 +58,8 @@ def test_a_trainjob_carries_the_mlflow_run_gpus_placement_and_the_queue() -> Non
                                                                "key": "MLFLOW_TRACKING_PASSWORD"}}
     (patch,) = obj["spec"]["runtimePatches"]
     pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
-    assert pod["spec"] == PLACEMENT
+    assert {k: pod["spec"][k] for k in PLACEMENT} == PLACEMENT
+    assert pod["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_a_rayjob_makes_its_own_cluster_with_quoted_entrypoint_and_gpu_workers() -> None:

@@ -28,14 +28,22 @@ from ..labels import (
     standard_labels,
 )
 from ..registry_access import PASSWORD_KEY, USERNAME_KEY, WORKLOAD_SECRET
-from .pods import env_list, mlflow_env_from, pod_scheduling
-from .training import training_env
+from .pods import (
+    container_security_context,
+    env_list,
+    mlflow_env_from,
+    pod_scheduling,
+    pod_security_context,
+    tmp_volume,
+)
+from .training import dataset_access, training_env
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # Field manager of our runtimePatches entry (Trainer keys the list by it; domain-prefixed).
 PATCH_MANAGER = "dockyard.dev/operator"
-# The replicated Job of Trainer's torch/mpi/jax runtimes whose Pods train ("node").
+# The replicated Job of Trainer's torch/mpi/jax runtimes whose Pods train, and its container.
 TRAINER_REPLICATED_JOB = "node"
+TRAINER_CONTAINER = "node"
 RAYJOB_NAME_MAX = 47  # KubeRay refuses longer RayJob names (it derives Service names from them)
 
 
@@ -118,11 +126,20 @@ def build_trainjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: Datase
     }
     if spec.active_deadline_seconds:
         body["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    placement = pod_scheduling(spec)
-    if placement:  # nodeSelector, tolerations, affinity of the training Pods
-        body["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
-            "replicatedJobs": [{"name": TRAINER_REPLICATED_JOB,
-                                "template": {"spec": {"template": {"spec": placement}}}}]}}}}]
+    # The training Pods, through the runtime's `node` replicated Job: the Dataset's volume and a
+    # writable /tmp (the root filesystem is read-only), Pod Security `restricted` contexts, and
+    # nodeSelector / tolerations / affinity.
+    volumes, mounts, _ = dataset_access(dataset)
+    tmp_vol, tmp_mount = tmp_volume()
+    pod = {
+        **pod_scheduling(spec),
+        "securityContext": pod_security_context(),
+        "volumes": [*volumes, tmp_vol],
+        "containers": [{"name": TRAINER_CONTAINER, "volumeMounts": [*mounts, tmp_mount],
+                        "securityContext": container_security_context()}],
+    }
+    body["runtimePatches"] = [{"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
+        "replicatedJobs": [{"name": TRAINER_REPLICATED_JOB, "template": {"spec": {"template": {"spec": pod}}}}]}}}}]
     obj = {"apiVersion": api_version, "kind": kind,
            "metadata": _metadata(owner, spec, engine_object_name(owner["metadata"]["name"], attempt, kind), attempt),
            "spec": body}
@@ -156,12 +173,17 @@ def build_rayjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetS
         env = _env(owner, spec, dataset, attempt=attempt, run_id=run_id, experiment_id=experiment_id,
                    dataset_version=dataset_version, cfg=cfg)
         placement = pod_scheduling(spec)
+        volumes, mounts, env_from = dataset_access(dataset)
+        tmp_vol, tmp_mount = tmp_volume()
 
         def pod(name: str, resources: ResourceRequirements | None) -> dict[str, Any]:
-            container: dict[str, Any] = {"name": name, "image": _image(spec, cfg), "env": env}
+            container: dict[str, Any] = {
+                "name": name, "image": _image(spec, cfg), "env": env, "envFrom": env_from,
+                "volumeMounts": [*mounts, tmp_mount], "securityContext": container_security_context()}
             if _resources(resources):
                 container["resources"] = _resources(resources)
-            return {"spec": {**placement, "containers": [container]}}
+            return {"spec": {**placement, "securityContext": pod_security_context(), "volumes": [*volumes, tmp_vol],
+                             "containers": [container]}}
 
         workers = settings.workers or None
         cluster: dict[str, Any] = {
