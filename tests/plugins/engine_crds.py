@@ -1,0 +1,258 @@
+"""The training engines' own CRDs (Kubeflow Trainer v2, KubeRay, JobSet), from their Go modules.
+
+``TrainingRun.spec.backend`` renders a Kubeflow Trainer ``TrainJob`` or a KubeRay ``RayJob``;
+the tests check those objects against the engines' real CRDs. Nothing is copied into the
+repository: each module is downloaded from the Go module proxy at test time (``go mod download``,
+pinned version), its go.sum ``h1:`` hash is checked against the pin below (the proxy's answer
+and the extracted files we read), and the CRD YAML is read from the module. See
+docs/distributed-training.md, "Where the engines' CRDs come from".
+
+API:
+  ENGINE_MODULES          module path -> (version, go.sum h1: hash) of the three pins
+  ENGINE_KINDS            kind -> (module path, file inside the module, CRD name)
+  requires_go             mark: skip when ``go`` is not on PATH
+  module_dir(module)      the verified module directory (downloaded once per session)
+  engine_crd(kind)        the CRD of TrainJob, ClusterTrainingRuntime, TrainingRuntime, RayJob,
+                          RayCluster or JobSet, as a dict (a fresh copy per call)
+  sample_runtime()        Trainer's ``torch-distributed`` ClusterTrainingRuntime
+  validate(obj, crd)      the API server's structural-schema + CEL validation of ``obj``
+                          (create: rules with ``oldSelf`` do not run); error strings with paths
+  install_engine_crds(cluster, kinds=ENGINE_KINDS)
+                          create the CRDs in a real API server and wait until Established
+
+Fixture:
+  engine_crds_installed   session scope: the six CRDs installed in ``kube_cluster``; yields
+                          {kind: CRD name}
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+Obj = dict[str, Any]
+
+# Pinned versions and their go.sum hashes (`go mod download -json <module>@<version>` prints
+# them as "Sum"). To move a pin: change the version, run the tests once, and copy the new Sum
+# from the failure message after checking the tag upstream.
+ENGINE_MODULES: dict[str, tuple[str, str]] = {
+    "github.com/kubeflow/trainer/v2": ("v2.3.0", "h1:Je+e7zvTLzB4qW09J1fB7pZrqvPtWuGng2NqdN5p5QU="),
+    "github.com/ray-project/kuberay/ray-operator": ("v1.6.2", "h1:XUckRswLMyk71D00L62d2Vanh0fVkNqu56+IF/rr+O0="),
+    "sigs.k8s.io/jobset": ("v0.12.0", "h1:YYPuV0px8Ongq/RXmJg6V0w2UC67aiR+rCMD06vhQQQ="),
+}
+
+_TRAINER = "github.com/kubeflow/trainer/v2"
+_KUBERAY = "github.com/ray-project/kuberay/ray-operator"
+_JOBSET = "sigs.k8s.io/jobset"
+
+ENGINE_KINDS: dict[str, tuple[str, str, str]] = {
+    "TrainJob": (_TRAINER, "manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml",
+                 "trainjobs.trainer.kubeflow.org"),
+    "ClusterTrainingRuntime": (_TRAINER, "manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml",
+                               "clustertrainingruntimes.trainer.kubeflow.org"),
+    "TrainingRuntime": (_TRAINER, "manifests/base/crds/trainer.kubeflow.org_trainingruntimes.yaml",
+                        "trainingruntimes.trainer.kubeflow.org"),
+    "RayJob": (_KUBERAY, "config/crd/bases/ray.io_rayjobs.yaml", "rayjobs.ray.io"),
+    "RayCluster": (_KUBERAY, "config/crd/bases/ray.io_rayclusters.yaml", "rayclusters.ray.io"),
+    "JobSet": (_JOBSET, "config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml", "jobsets.jobset.x-k8s.io"),
+}
+SAMPLE_RUNTIME = (_TRAINER, "manifests/base/runtimes/torch_distributed.yaml")
+# Set on the CRDs we create, so a cluster holding another pin's CRD gets ours instead.
+SOURCE_ANNOTATION = "dockyard.dev/engine-crd-source"
+
+requires_go = pytest.mark.skipif(
+    shutil.which("go") is None, reason="needs Go: the engines' CRDs come from the Go module proxy"
+)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("needs Go: the engines' CRDs come from the Go module proxy (go mod download)")
+    return go
+
+
+def dirhash_h1(directory: Path, prefix: str) -> str:
+    """go.sum's ``h1:`` hash (golang.org/x/mod/sumdb/dirhash.Hash1) of the files under
+    ``directory``, named ``prefix/<relative path>`` as in the module zip."""
+    lines = []
+    for path in directory.rglob("*"):
+        if path.is_file():
+            name = f"{prefix}/{path.relative_to(directory).as_posix()}"
+            lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n")
+    summary = hashlib.sha256("".join(sorted(lines, key=lambda s: s.split("  ", 1)[1])).encode()).digest()
+    return "h1:" + base64.b64encode(summary).decode()
+
+
+@functools.cache
+def module_dir(module: str) -> Path:
+    """Download the pinned ``module`` (once per session) and return its verified directory.
+
+    Fails the test loudly when the proxy's Sum, or the hash of the files on disk, differs from
+    the pin in :data:`ENGINE_MODULES`."""
+    version, pinned = ENGINE_MODULES[module]
+    go = _go()
+    with tempfile.TemporaryDirectory(prefix="engine-crds-") as scratch:  # no go.mod around
+        proc = subprocess.run(
+            [go, "mod", "download", "-json", f"{module}@{version}"], cwd=scratch, capture_output=True,
+            text=True, timeout=600, env=dict(os.environ, GOFLAGS="-mod=mod", GOWORK="off"),
+        )
+    try:
+        info = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if proc.returncode != 0 or info.get("Error") or not info.get("Dir"):
+        pytest.fail(
+            f"go mod download {module}@{version} failed (exit {proc.returncode}): "
+            f"{info.get('Error') or proc.stderr.strip() or proc.stdout.strip()}", pytrace=False,
+        )
+    if info.get("Sum") != pinned:
+        pytest.fail(
+            f"INTEGRITY: {module}@{version} has Sum {info.get('Sum')!r} from the module proxy, "
+            f"but tests/plugins/engine_crds.py pins {pinned!r}", pytrace=False,
+        )
+    directory = Path(info["Dir"])
+    on_disk = dirhash_h1(directory, f"{module}@{version}")
+    if on_disk != pinned:
+        pytest.fail(
+            f"INTEGRITY: the files of {module}@{version} in {directory} hash to {on_disk!r}, "
+            f"not the pinned {pinned!r} (a modified module cache?)", pytrace=False,
+        )
+    return directory
+
+
+def _load_yaml(path: Path) -> list[Obj]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are up to 1.3 MB of YAML
+    return [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
+
+
+@functools.cache
+def _crd(kind: str) -> Obj:
+    module, rel, name = ENGINE_KINDS[kind]
+    docs = [d for d in _load_yaml(module_dir(module) / rel) if d.get("kind") == "CustomResourceDefinition"]
+    crd = next((d for d in docs if d["metadata"]["name"] == name), None)
+    if crd is None:
+        pytest.fail(f"{module}: {rel} holds no CRD {name}", pytrace=False)
+    assert crd["spec"]["names"]["kind"] == kind, (name, crd["spec"]["names"]["kind"])
+    return crd
+
+
+def engine_crd(kind: str) -> Obj:
+    """The engine's CRD for ``kind`` (TrainJob, ClusterTrainingRuntime, TrainingRuntime, RayJob,
+    RayCluster, JobSet) at the pinned version, as a dict the caller may modify."""
+    if kind not in ENGINE_KINDS:
+        raise KeyError(f"{kind!r} is not an engine kind; known: {', '.join(ENGINE_KINDS)}")
+    return copy.deepcopy(_crd(kind))
+
+
+def sample_runtime() -> Obj:
+    """Kubeflow Trainer's ``torch-distributed`` ClusterTrainingRuntime (one replicatedJob
+    ``node`` with container ``node``), from the pinned trainer module."""
+    module, rel = SAMPLE_RUNTIME
+    (doc,) = _load_yaml(module_dir(module) / rel)
+    return doc
+
+
+def validate(obj: Obj, crd: Obj) -> list[str]:
+    """Validate ``obj`` against ``crd`` as the API server does on create: prune unknown fields,
+    apply defaults, check the structural schema of the object's version (types, required,
+    enums, patterns, bounds, list sizes and list-map keys, preserve-unknown-fields, nullable,
+    int-or-string) and then the ``x-kubernetes-validations`` CEL rules that do not mention
+    ``oldSelf`` (cel-python). Reuses the API emulator's validator (tests/kubeapi/validation.py),
+    the one that checks Dockyard's own CRDs.
+
+    Returns error strings that start with the field path, e.g.
+    ``spec.runtimeRef: Required value``; [] when the object would be accepted.
+    """
+    from tests.kubeapi.validation import validate_custom_resource
+
+    spec = crd["spec"]
+    group, _, version = (obj.get("apiVersion") or "").rpartition("/")
+    if group != spec["group"] or obj.get("kind") != spec["names"]["kind"]:
+        return [f"apiVersion/kind: {obj.get('apiVersion')}/{obj.get('kind')} is not served by CRD "
+                f"{crd['metadata']['name']}"]
+    served = [v["name"] for v in spec["versions"] if v.get("served")]
+    if version not in served:
+        return [f"apiVersion: version {version!r} of {crd['metadata']['name']} is not served "
+                f"(served: {', '.join(served)})"]
+    _, errors = validate_custom_resource(crd, obj)
+    return errors
+
+
+def defaulted(obj: Obj, crd: Obj) -> Obj:
+    """``obj`` pruned and defaulted by ``crd``'s schema, as the API server stores it."""
+    from tests.kubeapi.validation import validate_custom_resource
+
+    return validate_custom_resource(crd, obj)[0]
+
+
+# ------------------------------------------------------------------ the real API server
+
+_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def _source(kind: str) -> str:
+    module, rel, _ = ENGINE_KINDS[kind]
+    return f"{module}@{ENGINE_MODULES[module][0]}/{rel}"
+
+
+def install_engine_crds(cluster: Any, kinds: Iterable[str] = ENGINE_KINDS, timeout: float = 60.0) -> dict[str, str]:
+    """Create the engines' CRDs in ``cluster`` (a tests.plugins.kube.KubeCluster) and wait until
+    each is Established; returns {kind: CRD name}.
+
+    A plain POST: most of these CRDs are over 256 KiB, too big for client-side apply's
+    last-applied annotation. An existing CRD of the same pin (our source annotation) is left
+    alone; one from another source (another pin, or installed by someone else) is replaced.
+    """
+    names: dict[str, str] = {}
+    for kind in kinds:
+        crd = engine_crd(kind)
+        name = crd["metadata"]["name"]
+        crd["metadata"].setdefault("annotations", {})[SOURCE_ANNOTATION] = _source(kind)
+        try:
+            cluster.request("POST", _CRD_PATH, crd)
+        except ApiException as e:
+            if e.status != 409:
+                raise AssertionError(f"the API server refused CRD {name} ({_source(kind)}): "
+                                     f"{e.status} {e.body}") from e
+            live = cluster.request("GET", f"{_CRD_PATH}/{name}")
+            if (live["metadata"].get("annotations") or {}).get(SOURCE_ANNOTATION) != _source(kind):
+                crd["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+                cluster.request("PUT", f"{_CRD_PATH}/{name}", crd)
+        names[kind] = name
+    deadline = time.monotonic() + timeout
+    for kind, name in names.items():
+        while True:
+            conds = (cluster.request("GET", f"{_CRD_PATH}/{name}").get("status") or {}).get("conditions") or []
+            status = {c["type"]: c for c in conds}
+            if (status.get("Established") or {}).get("status") == "True":
+                break
+            bad = status.get("NamesAccepted")
+            if bad and bad.get("status") == "False":
+                raise AssertionError(f"CRD {name}: names not accepted: {bad.get('message')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} ({kind}) not Established after {timeout}s: {conds}")
+            time.sleep(0.2)
+    return names
+
+
+@pytest.fixture(scope="session")
+def engine_crds_installed(kube_cluster: Any) -> Iterator[dict[str, str]]:
+    """The six engine CRDs in the session's cluster, Established. Not removed afterwards (objects
+    of them live in the tests' namespaces, which are deleted)."""
+    yield install_engine_crds(kube_cluster)
