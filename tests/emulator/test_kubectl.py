@@ -70,7 +70,7 @@ def test_server_side_apply_get_wait_delete(kubectl, k, emu):
     header = next(line for line in table.splitlines() if "iris-classifier" in line or "MODEL" in line)
     assert header.split()[:2] == ["NAME", "PHASE"]
     tr_table = kubectl("get", "tr").stdout.splitlines()
-    assert tr_table[0].split() == ["NAME", "PHASE", "MODEL", "VERSION", "DATASET", "READY", "AGE"]
+    assert tr_table[0].split() == ["NAME", "PHASE", "MODEL", "VERSION", "DATASET", "TRIALS", "READY", "AGE"]
     assert tr_table[1].split()[:3] == ["iris-rf", "iris-classifier", "iris"]
 
     doc = yaml.safe_load(kubectl("get", "tr", "-o", "yaml").stdout)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart import chartlib
-from tests.plugins.kube import OPERATOR_NAMESPACE, OPERATOR_RELEASE, KubeCluster
+from tests.plugins.kube import OPERATOR_CHART_VALUES, OPERATOR_NAMESPACE, OPERATOR_RELEASE, KubeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.rbac_audit]
 
@@ -41,7 +41,7 @@ ADMISSION_ONLY: set[Grant] = {
 # the API. If any of them did not run in this session, "granted but unused" is not judged.
 COVERAGE_FILES = {
     "test_training_path.py", "test_training_exactly_once.py", "test_serving_path.py", "test_bad_input.py",
-    "test_fault_survival.py", "test_registry_auth.py",
+    "test_fault_survival.py", "test_registry_auth.py", "test_distributed_backends.py",
 }
 
 
@@ -96,10 +96,7 @@ def test_operator_rbac_is_exactly_what_it_uses(kube_cluster: KubeCluster, passed
     forbidden = {g: codes[403] for g, codes in used.items() if codes.get(403)}
     assert forbidden == {}, f"the apiserver refused the operator: {forbidden}"
 
-    objects = chartlib.render(
-        {"routers": {"gateway": True, "istio": True, "seldon": True}},
-        namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
-    )
+    objects = chartlib.render(OPERATOR_CHART_VALUES, namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE)
     grants = granted(f"{OPERATOR_RELEASE}-operator", objects)
     missing = sorted(set(used) - grants)
     assert missing == [], f"used but not granted: {missing}"

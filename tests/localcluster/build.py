@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,27 +171,46 @@ FOREIGN_CRD_SOURCES = (
 )
 
 
+def crd_module_dirs(modules: Iterable[str]) -> dict[str, tuple[str, Path]]:
+    """{module: (version, directory)} of CRD-bearing Go modules at the versions
+    ``hack/controlplane/crds/go.mod`` pins, downloaded from the module proxy. Go checks each
+    download against the committed go.sum (a mismatch is a SECURITY ERROR, not a silent
+    update: the module is read-only)."""
+    import json as _json
+
+    proc = subprocess.run(
+        [_go(), "mod", "download", "-json", *sorted(set(modules))], cwd=CRDS_MODULE, capture_output=True,
+        text=True, env=dict(os.environ, GOFLAGS="-mod=readonly", GOWORK="off"), timeout=900,
+    )
+    dirs: dict[str, tuple[str, Path]] = {}
+    errors: list[str] = []
+    for chunk in proc.stdout.replace("}\n{", "}\x00{").split("\x00"):
+        if not chunk.strip():
+            continue
+        info = _json.loads(chunk)
+        if info.get("Error") or not info.get("Dir"):
+            errors.append(f"{info.get('Path')}: {info.get('Error')}")
+        else:
+            dirs[info["Path"]] = (info["Version"], Path(info["Dir"]))
+    if proc.returncode != 0 or errors:
+        raise RuntimeError(f"go mod download in {CRDS_MODULE} failed (exit {proc.returncode}): "
+                           f"{'; '.join(errors) or proc.stderr.strip()}")
+    return dirs
+
+
 def foreign_crds() -> list[dict[str, object]]:
     """The real HTTPRoute (Gateway API) and VirtualService (Istio) CRDs, from those projects'
     Go modules at the versions ``hack/controlplane/crds/go.mod`` pins. SeldonDeployment's CRD
     is not served by the module proxy (seldon-core's operator module answers 403), so the
-    caller falls back to a permissive stand-in for it."""
-    import json as _json
-
+    caller falls back to a permissive stand-in for it. The training engines' CRDs come from
+    the same go.mod but are installed only by the tests that need them
+    (tests/plugins/engine_crds.py)."""
     import yaml
 
-    wanted = {m for m, _, _ in FOREIGN_CRD_SOURCES}
-    out = subprocess.run(
-        [_go(), "mod", "download", "-json", *sorted(wanted)], cwd=CRDS_MODULE, capture_output=True, text=True,
-        env=dict(os.environ, GOFLAGS="-mod=mod"), check=True,
-    ).stdout
-    dirs: dict[str, str] = {}
-    for chunk in out.replace("}\n{", "}\x00{").split("\x00"):
-        info = _json.loads(chunk)
-        dirs[info["Path"]] = info["Dir"]
+    dirs = crd_module_dirs(m for m, _, _ in FOREIGN_CRD_SOURCES)
     crds: list[dict[str, object]] = []
     for module, rel, names in FOREIGN_CRD_SOURCES:
-        for doc in yaml.safe_load_all(Path(dirs[module], rel).read_text()):
+        for doc in yaml.safe_load_all(Path(dirs[module][1], rel).read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition" \
                     and doc["metadata"]["name"] in names:
                 crds.append(doc)

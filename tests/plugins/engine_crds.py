@@ -2,16 +2,14 @@
 
 ``TrainingRun.spec.backend`` renders a Kubeflow Trainer ``TrainJob`` or a KubeRay ``RayJob``;
 the tests check those objects against the engines' real CRDs. Nothing is copied into the
-repository: each module is downloaded from the Go module proxy at test time (``go mod download``,
-pinned version), its go.sum ``h1:`` hash is checked against the pin below (the proxy's answer
-and the extracted files we read), and the CRD YAML is read from the module. See
-docs/distributed-training.md, "Where the engines' CRDs come from".
+repository: the modules are pinned in ``hack/controlplane/crds/go.mod`` (with the routing CRDs'
+modules) and downloaded from the Go module proxy at test time; go.sum checks every download.
+See docs/distributed-training.md, "Where the engines' CRDs come from".
 
 API:
-  ENGINE_MODULES          module path -> (version, go.sum h1: hash) of the three pins
   ENGINE_KINDS            kind -> (module path, file inside the module, CRD name)
   requires_go             mark: skip when ``go`` is not on PATH
-  module_dir(module)      the verified module directory (downloaded once per session)
+  module_dir(module)      the module's directory at the pinned version (downloaded once)
   engine_crd(kind)        the CRD of TrainJob, ClusterTrainingRuntime, TrainingRuntime, RayJob,
                           RayCluster or JobSet, as a dict (a fresh copy per call)
   sample_runtime()        Trainer's ``torch-distributed`` ClusterTrainingRuntime
@@ -27,15 +25,9 @@ Fixture:
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
-import hashlib
-import json
-import os
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -45,16 +37,9 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-Obj = dict[str, Any]
+from tests.localcluster import build
 
-# Pinned versions and their go.sum hashes (`go mod download -json <module>@<version>` prints
-# them as "Sum"). To move a pin: change the version, run the tests once, and copy the new Sum
-# from the failure message after checking the tag upstream.
-ENGINE_MODULES: dict[str, tuple[str, str]] = {
-    "github.com/kubeflow/trainer/v2": ("v2.3.0", "h1:Je+e7zvTLzB4qW09J1fB7pZrqvPtWuGng2NqdN5p5QU="),
-    "github.com/ray-project/kuberay/ray-operator": ("v1.6.2", "h1:XUckRswLMyk71D00L62d2Vanh0fVkNqu56+IF/rr+O0="),
-    "sigs.k8s.io/jobset": ("v0.12.0", "h1:YYPuV0px8Ongq/RXmJg6V0w2UC67aiR+rCMD06vhQQQ="),
-}
+Obj = dict[str, Any]
 
 _TRAINER = "github.com/kubeflow/trainer/v2"
 _KUBERAY = "github.com/ray-project/kuberay/ray-operator"
@@ -87,53 +72,23 @@ def _go() -> str:
     return go
 
 
-def dirhash_h1(directory: Path, prefix: str) -> str:
-    """go.sum's ``h1:`` hash (golang.org/x/mod/sumdb/dirhash.Hash1) of the files under
-    ``directory``, named ``prefix/<relative path>`` as in the module zip."""
-    lines = []
-    for path in directory.rglob("*"):
-        if path.is_file():
-            name = f"{prefix}/{path.relative_to(directory).as_posix()}"
-            lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n")
-    summary = hashlib.sha256("".join(sorted(lines, key=lambda s: s.split("  ", 1)[1])).encode()).digest()
-    return "h1:" + base64.b64encode(summary).decode()
+def module_dir(module: str) -> Path:
+    """The directory of ``module`` at the version hack/controlplane/crds/go.mod pins (downloaded
+    once per session; go.sum checks it)."""
+    return _module_dirs()[module][1]
+
+
+def module_version(module: str) -> str:
+    return _module_dirs()[module][0]
 
 
 @functools.cache
-def module_dir(module: str) -> Path:
-    """Download the pinned ``module`` (once per session) and return its verified directory.
-
-    Fails the test loudly when the proxy's Sum, or the hash of the files on disk, differs from
-    the pin in :data:`ENGINE_MODULES`."""
-    version, pinned = ENGINE_MODULES[module]
-    go = _go()
-    with tempfile.TemporaryDirectory(prefix="engine-crds-") as scratch:  # no go.mod around
-        proc = subprocess.run(
-            [go, "mod", "download", "-json", f"{module}@{version}"], cwd=scratch, capture_output=True,
-            text=True, timeout=600, env=dict(os.environ, GOFLAGS="-mod=mod", GOWORK="off"),
-        )
+def _module_dirs() -> dict[str, tuple[str, Path]]:
+    _go()
     try:
-        info = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        info = {}
-    if proc.returncode != 0 or info.get("Error") or not info.get("Dir"):
-        pytest.fail(
-            f"go mod download {module}@{version} failed (exit {proc.returncode}): "
-            f"{info.get('Error') or proc.stderr.strip() or proc.stdout.strip()}", pytrace=False,
-        )
-    if info.get("Sum") != pinned:
-        pytest.fail(
-            f"INTEGRITY: {module}@{version} has Sum {info.get('Sum')!r} from the module proxy, "
-            f"but tests/plugins/engine_crds.py pins {pinned!r}", pytrace=False,
-        )
-    directory = Path(info["Dir"])
-    on_disk = dirhash_h1(directory, f"{module}@{version}")
-    if on_disk != pinned:
-        pytest.fail(
-            f"INTEGRITY: the files of {module}@{version} in {directory} hash to {on_disk!r}, "
-            f"not the pinned {pinned!r} (a modified module cache?)", pytrace=False,
-        )
-    return directory
+        return build.crd_module_dirs(m for m, _, _ in ENGINE_KINDS.values())
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _load_yaml(path: Path) -> list[Obj]:
@@ -208,7 +163,7 @@ _CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 def _source(kind: str) -> str:
     module, rel, _ = ENGINE_KINDS[kind]
-    return f"{module}@{ENGINE_MODULES[module][0]}/{rel}"
+    return f"{module}@{module_version(module)}/{rel}"
 
 
 def install_engine_crds(cluster: Any, kinds: Iterable[str] = ENGINE_KINDS, timeout: float = 60.0) -> dict[str, str]:

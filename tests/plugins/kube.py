@@ -49,6 +49,12 @@ CLUSTER_KINDS = ("controlplane", "kubeconfig")
 # namespace, so it never collides with a chart installed by hack/demo.sh (release "dockyard").
 OPERATOR_RELEASE = "dockyard-tests"
 OPERATOR_NAMESPACE = "dockyard-tests"
+# The chart values of the operator identity the tests run with: every router and training
+# backend on, since the tests exercise them all.
+OPERATOR_CHART_VALUES = {
+    "routers": {"gateway": True, "istio": True, "seldon": True},
+    "trainingBackends": {"trainjob": True, "rayjob": True},
+}
 OPERATOR_SERVICE_ACCOUNT = f"{OPERATOR_RELEASE}-operator"
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
@@ -164,8 +170,7 @@ class KubeCluster:
 
     def operator_kubeconfig(self) -> Path:
         """The credential an operator under test uses: the chart's ServiceAccount with the
-        chart's RBAC (every router enabled, since the tests exercise them all), through a token
-        from the TokenRequest API."""
+        chart's RBAC for OPERATOR_CHART_VALUES, through a token from the TokenRequest API."""
         if self._operator_kubeconfig is None:
             self._operator_kubeconfig = self._make_operator_identity()
         return self._operator_kubeconfig
@@ -174,8 +179,7 @@ class KubeCluster:
         from tests.chart import chartlib
 
         objects = chartlib.render(
-            {"routers": {"gateway": True, "istio": True, "seldon": True}},
-            namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
+            OPERATOR_CHART_VALUES, namespace=OPERATOR_NAMESPACE, release=OPERATOR_RELEASE,
         )
         rbac = [o for o in objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                                      "Role", "RoleBinding")]

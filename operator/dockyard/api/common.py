@@ -258,6 +258,14 @@ class BaseStatus(ApiModel):
     )
 
 
+def require_unique(names: list[str], what: str) -> None:
+    """Raise a ValueError naming the repeats, for list items keyed by name (no CRD rule can
+    say which ones repeat)."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique (repeated: {', '.join(dupes)})")
+
+
 def is_valid_duration(value: str) -> bool:
     return re.fullmatch(DURATION, value) is not None
 

@@ -17,6 +17,7 @@ from .common import (
     ResourceRequirements,
     Scheduling,
     cel,
+    require_unique,
     schema_extra,
 )
 from .monitoring import MonitoringSpec, MonitoringStatus
@@ -344,9 +345,7 @@ class ModelDeploymentSpec(ApiModel):
     @classmethod
     def _variants(cls, variants: list[Variant]) -> list[Variant]:
         names = [v.name for v in variants]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"variant names must be unique (repeated: {', '.join(dupes)})")
+        require_unique(names, "variant")
         if not any(v.weight > 0 and v.shadow is None for v in variants):
             raise ValueError("at least one variant that is not a shadow needs a weight above 0")
         return variants

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .common import DNS_LABEL, DURATION, ApiModel, cel, parse_duration, schema_extra
+from .common import DNS_LABEL, DURATION, ApiModel, cel, parse_duration, require_unique, schema_extra
 from .trainingrun import MLFLOW_ALIAS, check_alias
 
 # Variables a custom PromQL template may use, as {{name}}.
@@ -152,9 +152,7 @@ class RolloutSpec(ApiModel):
     @classmethod
     def _unique_metric_names(cls, metrics: list[RolloutMetric] | None) -> list[RolloutMetric] | None:
         names = [m.name for m in metrics or []]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"metric names must be unique (repeated: {', '.join(dupes)})")
+        require_unique(names, "metric")
         return metrics
 
     def interval_seconds(self) -> int:

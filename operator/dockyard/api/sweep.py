@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .common import PARAM_NAME, ApiModel, HyperValue, cel, schema_extra
+from .common import PARAM_NAME, ApiModel, HyperValue, cel, require_unique, schema_extra
 
 MAX_TRIALS = 200
 METRIC_NAME = r"^[A-Za-z0-9_.-]+$"
@@ -28,9 +28,9 @@ class SweepParameter(ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
-            cel("has(self.values) != (has(self.min) || has(self.max))",
-                "set either values or a range (min and max), not both"),
-            cel("has(self.values) || (has(self.min) && has(self.max))", "a range needs both min and max"),
+            # `values` holds untyped scalars, which CEL cannot see: "values or a range, not
+            # both" is checked by the spec model and reported in status (InvalidSpec).
+            cel("has(self.min) == has(self.max)", "a range needs both min and max"),
             cel("!has(self.min) || !has(self.max) || self.min < self.max",
                 "the range is empty: min must be below max", ".min"),
             cel("!has(self.scale) || self.scale != 'log' || !has(self.min) || self.min > 0.0",
@@ -103,9 +103,7 @@ class SweepSpec(ApiModel):
     @classmethod
     def _unique(cls, parameters: list[SweepParameter]) -> list[SweepParameter]:
         names = [p.name for p in parameters]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"parameter names must be unique (repeated: {', '.join(dupes)})")
+        require_unique(names, "parameter")
         return parameters
 
     def by_name(self) -> dict[str, SweepParameter]:
