@@ -35,6 +35,16 @@ def trial_runs(mlflow: MlflowServer, parent: str) -> list[Any]:
     return list(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=100))
 
 
+def max_overlap(intervals: list[tuple[int, int]]) -> int:
+    """The most intervals [start, end) open at one instant."""
+    edges = sorted([(end, -1) for _, end in intervals] + [(start, 1) for start, _ in intervals])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
 def test_a_3x3_grid_registers_only_the_best_trial(
     kube: KubeEnv, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
@@ -64,6 +74,8 @@ def test_a_3x3_grid_registers_only_the_best_trial(
     assert parent.data.metrics["accuracy"] == best.data.metrics["accuracy"]
     assert parent.data.tags["dockyard.sweep.best_run"] == best.info.run_id
     assert len(jobs(kube, "trainer")) == 9
+    # parallelism 3: at most three trials open at any moment, and three did run at once.
+    assert max_overlap([(r.info.start_time, r.info.end_time) for r in children]) == 3
 
 
 def test_an_operator_killed_mid_sweep_starts_no_trial_twice(
