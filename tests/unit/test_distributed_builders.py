@@ -15,6 +15,7 @@ from dockyard.builders.distributed import QUEUE_LABEL, build_rayjob, build_train
 from dockyard.config import OperatorConfig
 from dockyard.controllers.common import engine_outcome
 from dockyard.runtime.train import worker_rank
+from tests.plugins.engine_crds import engine_crd, requires_go, validate
 
 OWNER = {"apiVersion": "dockyard.dev/v1alpha1", "kind": "TrainingRun",
          "metadata": {"name": "iris-dist", "namespace": "team-a", "uid": "u-1"}}
@@ -62,6 +63,20 @@ def test_a_trainjob_carries_the_mlflow_run_gpus_placement_and_the_queue() -> Non
     assert pod["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] is True
 
 
+def test_a_trainjob_gets_the_datasets_credentials_key_by_key() -> None:
+    """Trainer's TrainJob has no envFrom: each key of the Dataset's Secret becomes an entry,
+    as envFrom would give a Job's container (a key that is no variable name is skipped)."""
+    dataset = DatasetSpec.model_validate({"source": {"uri": "s3://bucket/iris.csv", "format": "csv",
+                                                     "credentialsSecretRef": {"name": "s3-creds"}},
+                                          "schema": {"target": "species"}})
+    obj = build_trainjob(OWNER, spec(TRAINJOB), dataset, dataset_secret_keys=[
+        "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "not a name"], **COMMON)
+    secret_env = [e for e in obj["spec"]["trainer"]["env"]
+                  if (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == "s3-creds"]
+    assert [(e["name"], e["valueFrom"]["secretKeyRef"]["key"]) for e in secret_env] == [
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")]
+
+
 def test_a_rayjob_makes_its_own_cluster_with_quoted_entrypoint_and_gpu_workers() -> None:
     tr = spec({"type": "rayjob", "rayJob": {"workers": {"replicas": 2, "resources": {"gpus": 1}},
                                             "entrypoint": ["python", "train.py", "--name", "a b; rm -rf /"]}},
@@ -86,6 +101,25 @@ def test_a_rayjob_on_an_existing_cluster_gets_the_run_through_its_runtime_env_wi
     assert body["shutdownAfterJobFinishes"] is False
     env = yaml.safe_load(body["runtimeEnvYAML"])["env_vars"]
     assert env["MLFLOW_RUN_ID"] == "run-123" and "MLFLOW_TRACKING_PASSWORD" not in env
+
+
+@requires_go
+def test_every_built_engine_object_passes_the_engines_own_schema() -> None:
+    """The builders' output against Trainer's and KubeRay's CRDs at the pinned versions
+    (structural schema and CEL); the integration tier sends them to kube-apiserver too."""
+    secret_ds = DatasetSpec.model_validate({"source": {"uri": "s3://b/iris.csv", "format": "csv",
+                                                       "credentialsSecretRef": {"name": "s3-creds"}},
+                                            "schema": {"target": "species"}})
+    built = [
+        build_trainjob(OWNER, spec(TRAINJOB, **PLACEMENT), secret_ds, dataset_secret_keys=["AWS_ACCESS_KEY_ID"],
+                       **COMMON),
+        build_rayjob(OWNER, spec({"type": "rayjob", "queueName": "q", "rayJob": {
+            "workers": {"replicas": 2, "resources": {"gpus": 1}}, "headResources": {"requests": {"cpu": "1"}}}},
+            **PLACEMENT), secret_ds, **COMMON),
+        build_rayjob(OWNER, spec({"type": "rayjob", "rayJob": {"clusterName": "shared"}}), DATASET, **COMMON),
+    ]
+    for obj in built:
+        assert validate(obj, engine_crd(obj["kind"])) == [], obj["kind"]
 
 
 def test_rayjob_names_fit_kuberays_limit() -> None:

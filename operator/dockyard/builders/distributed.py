@@ -9,7 +9,9 @@ versions from the Go module proxy): Trainer v2.3.0, KubeRay v1.6.2.
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -44,6 +46,8 @@ PATCH_MANAGER = "dockyard.dev/operator"
 # The replicated Job of Trainer's torch/mpi/jax runtimes whose Pods train, and its container.
 TRAINER_REPLICATED_JOB = "node"
 TRAINER_CONTAINER = "node"
+# What the kubelet accepts as an environment variable name (envFrom skips other keys).
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 RAYJOB_NAME_MAX = 47  # KubeRay refuses longer RayJob names (it derives Service names from them)
 
 
@@ -101,17 +105,32 @@ def _resources(resources: ResourceRequirements | None) -> dict[str, Any]:
     return resources.to_container_resources() if resources else {}
 
 
+def _secret_env(secret_name: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """What `envFrom: secretRef` gives a container, key by key (TrainJob's trainer has no
+    envFrom); keys that are not valid variable names are skipped, as envFrom does."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+            for key in sorted(keys) if ENV_NAME.fullmatch(key)]
+
+
 def build_trainjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetSpec, *, attempt: int, run_id: str,
-                   experiment_id: str, dataset_version: str, cfg: OperatorConfig) -> dict[str, Any]:
-    """A TrainJob running the trainer on `numNodes` nodes of the referenced runtime."""
+                   experiment_id: str, dataset_version: str, cfg: OperatorConfig,
+                   dataset_secret_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """A TrainJob running the trainer on `numNodes` nodes of the referenced runtime.
+
+    `dataset_secret_keys`: the keys of the Dataset's credentials Secret, which become env entries
+    one by one (the operator reads the key names, never the values, before building)."""
     assert spec.backend is not None and spec.backend.train_job is not None
     settings = spec.backend.train_job
     api_version, kind = TRAINJOB_API
+    env = _env(owner, spec, dataset, attempt=attempt, run_id=run_id, experiment_id=experiment_id,
+               dataset_version=dataset_version, cfg=cfg)
+    secret = dataset.source.credentials_secret_ref
+    if secret is not None:
+        env += _secret_env(secret.name, dataset_secret_keys)
     trainer: dict[str, Any] = {
         "image": _image(spec, cfg),
         "command": _command(spec),
-        "env": _env(owner, spec, dataset, attempt=attempt, run_id=run_id, experiment_id=experiment_id,
-                    dataset_version=dataset_version, cfg=cfg),
+        "env": env,
         "numNodes": settings.num_nodes,
     }
     if settings.num_proc_per_node:
@@ -200,7 +219,8 @@ def build_rayjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetS
     return stamp_spec_hash(obj)
 
 
-def build_engine_object(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetSpec, **kwargs: Any
-                        ) -> dict[str, Any]:
-    builder = build_trainjob if spec.backend_type() == "trainjob" else build_rayjob
-    return builder(owner, spec, dataset, **kwargs)
+def build_engine_object(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetSpec, *,
+                        dataset_secret_keys: Sequence[str] = (), **kwargs: Any) -> dict[str, Any]:
+    if spec.backend_type() == "trainjob":
+        return build_trainjob(owner, spec, dataset, dataset_secret_keys=dataset_secret_keys, **kwargs)
+    return build_rayjob(owner, spec, dataset, **kwargs)

@@ -226,11 +226,22 @@ async def _engine(ctx: Context, body: dict[str, Any], spec: TrainingRunSpec, sta
                 message = f"Dataset {spec.dataset_ref.name!r} does not exist; the {kind} waits for it"
                 return await _progress(ctx, body, status, "Running", "DatasetNotFound", message,
                                        data_ready=False, requeue=None)
+            dataset_spec = DatasetSpec.model_validate(dataset["spec"])
+            secret_ref = dataset_spec.source.credentials_secret_ref
+            secret_keys: list[str] = []
+            if secret_ref is not None and kind == "TrainJob":
+                # Trainer takes env entries, not envFrom: the Secret's key names are needed.
+                secret = await ctx.kube.get("v1", "Secret", ns, secret_ref.name)
+                if secret is None:
+                    message = f"the Dataset's credentials Secret {secret_ref.name!r} does not exist"
+                    return await _progress(ctx, body, status, "Running", "SecretNotFound", message,
+                                           data_ready=False, requeue=60.0)
+                secret_keys = list((secret.get("data") or {}) | (secret.get("stringData") or {}))
             await ctx.registry.grant_experiment(ns, str(status.get("experimentId") or ""))
             obj = await create_once(ctx, build_engine_object(
-                body, spec, DatasetSpec.model_validate(dataset["spec"]), attempt=attempt,
+                body, spec, dataset_spec, attempt=attempt,
                 run_id=status["mlflowRunId"], experiment_id=str(status.get("experimentId") or ""),
-                dataset_version=data_version, cfg=ctx.cfg))
+                dataset_version=data_version, cfg=ctx.cfg, dataset_secret_keys=secret_keys))
     except ApiError as exc:
         if exc.status != 404:
             raise
