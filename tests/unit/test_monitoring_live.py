@@ -4,6 +4,7 @@ and judging a window of counts (issue 13)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,45 @@ def test_a_reference_with_an_other_share_has_no_unseen_series() -> None:
     monitor.observe({"colour": ["blue", "purple"]}, None)  # both beyond the two kept categories: "other"
     assert {labels[-1]: v for (metric, labels), v in monitor.sink.take().items()  # type: ignore[attr-defined]
             if metric is not FEATURE_ANOMALIES and len(labels) == 5} == {OTHER: 2}
+
+
+def test_seldon_counts_a_refused_request_once(tmp_path: Path) -> None:
+    """seldon-core calls predict() again without `meta` when it raises a TypeError (taking it
+    for an old signature): a model that raises one must not be counted, or run, twice."""
+    from seldon_core.user_model import client_predict
+
+    from dockyard.runtime.monitor_counts import PROFILE_FILE, REQUESTS
+    from dockyard.runtime.seldon_model import DockyardModel
+
+    (tmp_path / "dockyard.json").write_text('{"model": "m", "version": "3", "variant": "champion"}')
+    (tmp_path / PROFILE_FILE).write_text(PROFILE.model_dump_json())
+    calls: list[int] = []
+
+    class Refusing:
+        def predict(self, frame: object) -> object:
+            calls.append(1)
+            raise TypeError("could not convert string to float: 'five'")
+
+    model = DockyardModel(model_dir=str(tmp_path))
+    model.model, model.loaded = Refusing(), True
+    with pytest.raises(ValueError, match="refused the input"):
+        client_predict(model, [["five", "red"]], ["size", "colour"], meta={})
+    assert len(calls) == 1
+    assert model._counts.take() == {(REQUESTS, ("m", "3", "champion", "mismatch")): 1}
+
+
+def test_seldon_refuses_to_count_series_it_would_merge() -> None:
+    """seldon-core keys a series by its tags joined as `k-v_k-v`: categories that make two
+    series' keys equal would add their counts together; such a profile is not counted at all."""
+    from dockyard.runtime.monitor_counts import Increments, Monitor
+    from dockyard.runtime.seldon_model import seldon_key_clash
+
+    def monitor(features: dict[str, list[str]]) -> Monitor:
+        profile = ReferenceProfile(rows=2, features={k: categorical_profile(v) for k, v in features.items()})
+        return Monitor(profile, "m", "1", "v", Increments())
+
+    assert seldon_key_clash(monitor({"a": ["x", "y"], "b": ["x_feature-a"]})) is None
+    # bucket "x_feature-b" of feature "a" and bucket "x" of feature "b_feature-a" join to the
+    # same key: bucket-x_feature-b_feature-a_...
+    clash = seldon_key_clash(monitor({"a": ["x_feature-b"], "b_feature-a": ["x"]}))
+    assert clash is not None and "dockyard_monitor_feature_values" in clash

@@ -40,6 +40,20 @@ from .monitor_counts import PROFILE_FILE, Increments, Monitor, load_profile
 log = logging.getLogger(__name__)
 
 
+def seldon_key_clash(monitor: Monitor) -> str | None:
+    """Two of the monitor's series that seldon-core would store as one. seldon keys a custom
+    metric's series by its tags joined as `k-v_k-v` (seldon_core.metrics), so a category such
+    as `a_feature-b` can collide with another series' tags; the series are finite and known at
+    load time, so this is checked once."""
+    seen: dict[tuple[str, str], tuple[str, ...]] = {}
+    for metric, labels in monitor.series():
+        key = (metric.name, "_".join(f"{k}-{v}" for k, v in sorted(zip(metric.labels, labels, strict=True))))
+        if key in seen and seen[key] != labels:
+            return f"{seen[key]} and {labels} of {metric.name}"
+        seen[key] = labels
+    return None
+
+
 class DockyardModel:
     """seldon-core 1.x Python model: load(), predict(), tags(), metrics(), health_status(),
     init_metadata()."""
@@ -75,7 +89,14 @@ class DockyardModel:
             if profile is None:
                 log.warning("no %s in %s: live traffic is not monitored", PROFILE_FILE, self.model_dir)
             else:
-                self.monitor = Monitor(profile, self.model_name, self.model_version, self.variant, self._counts)
+                monitor = Monitor(profile, self.model_name, self.model_version, self.variant, self._counts)
+                clash = seldon_key_clash(monitor)
+                if clash:
+                    # seldon would add the two series' counts together: better no counts than wrong ones
+                    log.warning("live traffic is not monitored: seldon-core cannot tell apart the series %s",
+                                clash)
+                else:
+                    self.monitor = monitor
 
     # -- lifecycle ---------------------------------------------------------------------
     def load(self) -> None:
@@ -116,9 +137,13 @@ class DockyardModel:
                 # The signature wants doubles; seldon hands over whatever JSON numbers it got.
                 frame = frame.astype({c: "float64" for c in frame.columns if c in self.input_names})
             result = self.model.predict(frame)
-        except Exception:
+        except Exception as exc:
             if self.monitor is not None:  # a payload the model refuses is still traffic we report
                 self.monitor.mismatch()
+            if isinstance(exc, TypeError):
+                # seldon-core takes a TypeError for an older predict() signature and calls again
+                # without `meta`: the request would be predicted, and counted, twice.
+                raise ValueError(f"the model refused the input: {exc}") from exc
             raise
         with self._lock:
             self._pending_rows += len(frame)
