@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,6 +161,19 @@ def test_every_engine_module_is_pinned_with_its_hash() -> None:
               if not line.split()[1].endswith("/go.mod")}
     for module, _, _ in ENGINE_KINDS.values():
         assert module in required and module in summed, module
+
+
+def _pins(go_mod: Path) -> dict[str, str]:
+    return {parts[0]: parts[1] for line in go_mod.read_text().splitlines()
+            if line.startswith("\t") and len(parts := line.split()) >= 2 and parts[1].startswith("v")}
+
+
+def test_the_engine_controllers_are_the_versions_whose_crds_are_pinned() -> None:
+    # hack/engines builds the controllers the slow test runs; a drift from the CRDs' pins
+    # would run a controller against another version's schema.
+    crds, controllers = _pins(build.CRDS_MODULE / "go.mod"), _pins(build.REPO / "hack/engines/go.mod")
+    for module in ("github.com/kubeflow/trainer/v2", "sigs.k8s.io/jobset"):
+        assert controllers[module] == crds[module], module
 
 
 @pytest.mark.parametrize("kind", list(ENGINE_KINDS))
