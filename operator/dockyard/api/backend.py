@@ -8,7 +8,8 @@ exactly-once registration, the quality gate, the alias and lineage (docs/distrib
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -16,6 +17,21 @@ from .common import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, ApiModel, ResourceReq
 
 TRAINJOB_API = ("trainer.kubeflow.org/v1alpha1", "TrainJob")
 RAYJOB_API = ("ray.io/v1", "RayJob")
+
+# A RayJob's entrypoint is one string that goes through two shells: KubeRay's submitter Pod runs
+# `bash -c "ray job submit ... -- <entrypoint>"`, and `ray job submit` re-joins the words bash
+# left (subprocess.list2cmdline) into the command Ray's job manager runs with /bin/sh. No
+# quoting survives both (quotes bash strips, list2cmdline does not restore for sh), so each
+# argument is held to characters that no shell or list2cmdline treats specially and the
+# arguments are joined with spaces: what the user wrote is what the driver gets.
+RAY_ENTRYPOINT_ARG = r"^[A-Za-z0-9_@%+=:,./-]+$"
+_RAY_ARG = re.compile(RAY_ENTRYPOINT_ARG)
+RAY_ARG_RULE = "letters, digits and _@%+=:,./- only (KubeRay and Ray pass it through two shells)"
+
+
+def unsafe_ray_args(args: list[str]) -> list[int]:
+    """Indexes of the arguments a RayJob entrypoint cannot carry unchanged."""
+    return [i for i, arg in enumerate(args) if not _RAY_ARG.match(arg)]
 
 
 class RuntimeRef(ApiModel):
@@ -55,9 +71,9 @@ class RayJobBackend(ApiModel):
         )
     )
 
-    entrypoint: list[str] | None = Field(
+    entrypoint: list[Annotated[str, Field(pattern=RAY_ENTRYPOINT_ARG, max_length=1024)]] | None = Field(
         default=None, min_length=1, max_length=64,
-        description="The driver's command (each item one argument, quoted for Ray's shell); default "
+        description="The driver's command, one argument per item, each of " + RAY_ARG_RULE + "; default "
         "`dockyard train`, or trainer.custom's command and args.")
     cluster_name: str | None = Field(
         default=None, pattern=DNS_LABEL, max_length=63,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .backend import Backend
+from .backend import RAY_ARG_RULE, Backend, unsafe_ray_args
 from .common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -258,6 +258,21 @@ class TrainingRunSpec(Scheduling):
     def _sweep_runs_jobs(self) -> TrainingRunSpec:
         if self.sweep is not None and self.backend_type() != "job":
             raise ValueError("sweep trials run as Jobs: a sweep needs backend.type job")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_entrypoint_is_plain(self) -> TrainingRunSpec:
+        # Without rayJob.entrypoint the driver runs trainer.custom's command: it gets the
+        # entrypoint's rule here, where the CRD schema cannot tie the two fields together.
+        ray = self.backend.ray_job if self.backend else None
+        custom = self.trainer.custom
+        if ray is None or ray.entrypoint is not None or custom is None:
+            return self
+        for field, args in (("command", custom.command or []), ("args", custom.args or [])):
+            bad = unsafe_ray_args(args)
+            if bad:
+                raise ValueError(f"spec.trainer.custom.{field}[{bad[0]}] {args[bad[0]]!r} cannot be a RayJob entrypoint "
+                                 f"argument: {RAY_ARG_RULE}; set backend.rayJob.entrypoint or move it into a script")
         return self
 
     @model_validator(mode="after")

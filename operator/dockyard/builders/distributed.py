@@ -10,13 +10,12 @@ versions from the Go module proxy): Trainer v2.3.0, KubeRay v1.6.2.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from ..api.backend import RAYJOB_API, TRAINJOB_API
+from ..api.backend import RAY_ARG_RULE, RAYJOB_API, TRAINJOB_API, unsafe_ray_args
 from ..api.common import ResourceRequirements
 from ..api.dataset import DatasetSpec
 from ..api.trainingrun import TrainingRunSpec
@@ -173,9 +172,13 @@ def build_rayjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetS
     settings = spec.backend.ray_job
     api_version, kind = RAYJOB_API
     entrypoint = settings.entrypoint or _command(spec)
+    # The spec holds every argument to RAY_ENTRYPOINT_ARG's characters (api/backend.py): joined
+    # with spaces they reach the driver unchanged through KubeRay's bash and Ray's /bin/sh,
+    # where quoting would not.
+    if unsafe_ray_args(entrypoint):
+        raise ValueError(f"RayJob entrypoint arguments must be {RAY_ARG_RULE}")
     body: dict[str, Any] = {
-        # Ray runs the entrypoint through a shell: every argument is quoted.
-        "entrypoint": shlex.join(entrypoint),
+        "entrypoint": " ".join(entrypoint),
         "shutdownAfterJobFinishes": settings.shutdown_after_job_finishes if not settings.cluster_name else False,
         "submissionMode": "K8sJobMode",
     }
