@@ -62,9 +62,15 @@ def reinstall_engine_crds(kube: KubeEnv) -> None:
     install_engine_crds(kube.cluster, kinds=("RayJob",))
 
 
+RAY_IMAGE = "rayproject/ray:2.52.0"  # a RayJob's own cluster needs an image with Ray
+
+
 def backend_patch(backend: dict[str, Any]) -> dict[str, Any]:
-    return {"backend": backend, "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
-                                                          "hyperparameters": {"n_estimators": 5}}}}
+    trainer: dict[str, Any] = {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier",
+                                             "hyperparameters": {"n_estimators": 5}}}
+    if backend["type"] == "rayjob":
+        trainer["image"] = RAY_IMAGE
+    return {"backend": backend, "trainer": trainer}
 
 
 def test_a_missing_engine_api_is_reported_and_picked_up_once_installed(

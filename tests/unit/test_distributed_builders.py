@@ -31,10 +31,14 @@ CFG = OperatorConfig(mlflow_workload_credentials=True)
 COMMON: dict[str, Any] = dict(attempt=2, run_id="run-123", experiment_id="7", dataset_version="sha256:abc", cfg=CFG)
 
 
+RAY_IMAGE = "registry.example.com/dockyard-ray:0.1"
+
+
 def spec(backend: dict[str, Any], **extra: Any) -> TrainingRunSpec:
     return TrainingRunSpec.model_validate({
         "datasetRef": {"name": "iris"}, "modelName": "iris-model",
-        "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier"}},
+        "trainer": {"estimator": {"class": "sklearn.ensemble.RandomForestClassifier"},
+                    **({"image": RAY_IMAGE} if backend.get("type") == "rayjob" else {})},
         "backend": backend, **extra})
 
 

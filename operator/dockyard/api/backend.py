@@ -26,6 +26,10 @@ RAYJOB_API = ("ray.io/v1", "RayJob")
 # arguments are joined with spaces: what the user wrote is what the driver gets.
 RAY_ENTRYPOINT_ARG = r"^[A-Za-z0-9_@%+=:,./-]+$"
 _RAY_ARG = re.compile(RAY_ENTRYPOINT_ARG)
+# KubeRay starts the job's own cluster with `ray start` in the training image: Dockyard's runtime
+# image has no Ray, so that cluster needs the user's image.
+RAY_IMAGE_NEEDED = ("a RayJob's own Ray cluster runs the training image, which must contain Ray: set "
+                    "trainer.custom.image or trainer.image (Dockyard's runtime image has no Ray)")
 RAY_ARG_RULE = "letters, digits and _@%+=:,./- only (KubeRay and Ray pass it through two shells)"
 
 

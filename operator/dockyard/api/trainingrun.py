@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .backend import RAY_ARG_RULE, Backend, unsafe_ray_args
+from .backend import RAY_ARG_RULE, RAY_IMAGE_NEEDED, Backend, unsafe_ray_args
 from .common import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -199,6 +199,9 @@ class TrainingRunSpec(Scheduling):
             ),
             cel("!has(self.sweep) || !has(self.backend) || self.backend.type == 'job'",
                 "sweep trials run as Jobs: a sweep needs backend.type job", ".sweep"),
+            cel("!has(self.backend) || self.backend.type != 'rayjob' || !has(self.backend.rayJob) || "
+                "has(self.backend.rayJob.clusterName) || has(self.trainer.custom) || has(self.trainer.image)",
+                RAY_IMAGE_NEEDED, ".trainer"),
         )
     )
 
@@ -258,6 +261,13 @@ class TrainingRunSpec(Scheduling):
     def _sweep_runs_jobs(self) -> TrainingRunSpec:
         if self.sweep is not None and self.backend_type() != "job":
             raise ValueError("sweep trials run as Jobs: a sweep needs backend.type job")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_cluster_has_ray(self) -> TrainingRunSpec:
+        ray = self.backend.ray_job if self.backend else None
+        if ray is not None and not ray.cluster_name and not (self.trainer.custom or self.trainer.image):
+            raise ValueError(f"spec.trainer: {RAY_IMAGE_NEEDED}")
         return self
 
     @model_validator(mode="after")
