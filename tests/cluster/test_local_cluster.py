@@ -270,3 +270,35 @@ def test_persistent_volume_claims_are_provisioned_and_keep_data(kube: KubeEnv) -
     assert terminated(job_pod(kube, "read"))["message"] == "kept"
     pvc = kube.get("PersistentVolumeClaim", "data")
     assert pvc is not None and pvc["status"]["phase"] == "Bound"
+
+
+def test_exec_probes_run_as_the_containers_uid_and_report_their_output(kube: KubeEnv) -> None:
+    """The node agent's exec probe enters a running container (its mount, UTS and network
+    namespaces and root) as the container's numeric uid/gid and keeps the command's output:
+    util-linux 2.38's nsenter refuses ``-S follow`` and, with the output discarded, every exec
+    probe failed without a word (KubeRay's head and workers for Ray < 2.53 never got Ready).
+    Runs the agent's own probe code against a process in namespaces of its own."""
+    import asyncio
+    import os
+    import shutil
+    from types import SimpleNamespace
+
+    from tests.localcluster.nodeagent import PodWorker
+
+    if os.geteuid() != 0 or shutil.which("nsenter") is None or shutil.which("unshare") is None:
+        pytest.skip("needs root, nsenter and unshare (as the node agent does)")
+    container = subprocess.Popen(["unshare", "--mount", "--uts", "--net", "sleep", "60"])
+    try:
+        worker = SimpleNamespace(procs={"main": container}, creds={"main": (1000, 100)})
+
+        def probe(script: str) -> tuple[bool, str]:
+            return asyncio.run(PodWorker._exec_probe(worker, {"name": "main"}, ["sh", "-c", script], 5.0))  # type: ignore[arg-type]
+
+        kube.wait_for(lambda: probe("true")[0], timeout=10, interval=0.1, message="the probe to pass")
+        assert probe('echo "$(id -u):$(id -g)"; ip -o link | wc -l') == (True, "1000:100\n1")  # its netns: lo only
+        ok, output = probe("echo not healthy >&2; exit 3")
+        assert not ok and output == "not healthy"
+        assert probe("exit 4") == (False, "command ['sh', '-c', 'exit 4'] exited with 4")
+    finally:
+        container.kill()
+        container.wait()

@@ -7,6 +7,11 @@ default command, environment (notably ``PATH``, which points at this repository'
 where the real image has ``/opt/venv``), working directory and user. An image that is not
 in the table fails the way an unreachable registry does: ``ErrImagePull``, then
 ``ImagePullBackOff``.
+
+``rayproject/ray:2.52.0`` is the Ray virtualenv :func:`tests.localcluster.engines.build_ray_venv`
+builds in the build cache (first on ``PATH``; it sees this repository's virtualenv after its
+own packages), with the real image's ``ray`` user (uid 1000) and ``/home/ray`` replaced by
+``/tmp``. The agent does not build it: the fixture that needs it does, before any Pod starts.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 
 VENV_BIN = str(Path(sys.executable).parent)
 # What the Python images' "filesystem" needs from the host: the virtualenv and the repository
-# (the editable install points into it).
+# (the editable install points into it). The Ray virtualenv lives in the build cache, outside
+# the directories the shim empties, so it needs no mount of its own.
 SOFTWARE = (sys.prefix, str(Path(__file__).resolve().parents[2]))
 STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -40,6 +46,13 @@ _PYTHON_ENV = {
     "HOME": "/tmp",
     "LANG": "C.UTF-8",
 }
+
+
+def _ray_bin() -> str:
+    from tests.localcluster.engines import ray_venv_dir
+
+    return str(ray_venv_dir() / "bin")
+
 
 CATALOG: tuple[ImageConfig, ...] = (
     # operator/Dockerfile, target runtime
@@ -71,6 +84,13 @@ CATALOG: tuple[ImageConfig, ...] = (
     ImageConfig(r"(^|/)mlflow([:@]|$)", env={**_PYTHON_ENV, "HOME": "/tmp"}),
     # Bring-your-own trainers in tests use a plain Python image.
     ImageConfig(r"(^|/)python([:@]|$)", cmd=("python3",), env={**_PYTHON_ENV, "HOME": "/root"}),
+    # KubeRay's Pods (RayJob/RayCluster): Ray 2.52.0, the version the Ray venv pins.
+    ImageConfig(
+        r"(^|/)rayproject/ray:2\.52\.0([-@]|$)",
+        env={**_PYTHON_ENV, "PATH": f"{_ray_bin()}:{VENV_BIN}:{STD_PATH}"},
+        working_dir="/tmp",
+        user=(1000, 100),  # the real image's USER ray (uid 1000, gid 100, "users")
+    ),
 )
 
 

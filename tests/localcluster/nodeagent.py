@@ -12,7 +12,9 @@ authorizer and NodeRestriction admission apply to it exactly as to a kubelet):
   mount namespace on an overlay of the host (:mod:`tests.localcluster.shim`) with the
   security context's uid/gid, read-only root and no_new_privs;
 * restarts containers by ``restartPolicy`` with the kubelet's crash-loop backoff, runs
-  startup/liveness/readiness probes (httpGet, tcpSocket, exec), enforces
+  startup/liveness/readiness probes (httpGet, tcpSocket, exec: ``nsenter`` into the
+  container's namespaces and root as its numeric uid/gid; a failure's output, the command's
+  stdout and stderr, is in the ``Unhealthy`` event as the kubelet reports it), enforces
   ``activeDeadlineSeconds``, honours graceful deletion, and reports status as a kubelet does:
   phase, conditions, podIP(s), hostIP, container states with exit codes, reasons
   (``Completed``, ``Error``, ``StartError``, ``ErrImagePull``, ``ImagePullBackOff``,
@@ -195,6 +197,7 @@ class PodWorker:
         self.initialized = not self.init_states
         self.terminating = asyncio.Event()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.creds: dict[str, tuple[int, int]] = {}  # container -> (uid, gid) it runs as
         self.volumes: dict[str, Path] = {}
         self.task: asyncio.Task[None] | None = None
         self._status_dirty = asyncio.Event()
@@ -710,6 +713,7 @@ class PodWorker:
             await self.agent.event(self.pod, "Warning", "Failed", f"Error: {err}")
             return res
         self.procs[c["name"]] = proc
+        self.creds[c["name"]] = (int(launch["uid"]), int(launch["gid"]))
         st.pid = proc.pid
         if self.terminating.is_set():  # deleted while it was starting
             _signal_group(proc.pid, signal.SIGTERM)
@@ -768,12 +772,15 @@ class PodWorker:
             await self._probe_once(c, {**hook, "timeoutSeconds": 3600})
 
     # ------------------------------------------------------------ probes
+    # Each probe gives (success, output); a failure's output goes into the Unhealthy event
+    # ("Readiness probe failed: <output>"), as the kubelet reports it.
 
     async def _probes(self, c: Obj, st: ContainerState, proc: asyncio.subprocess.Process) -> None:
         startup, liveness, readiness = c.get("startupProbe"), c.get("livenessProbe"), c.get("readinessProbe")
         if startup:
-            if not await self._probe_until(c, startup, success=True):
-                await self._restart_for_probe(c, st, proc, "Startup")
+            ok, output = await self._probe_until(c, startup, success=True)
+            if not ok:
+                await self._restart_for_probe(c, st, proc, "Startup", output)
                 return
             st.started = True
             self.mark_dirty()
@@ -788,23 +795,23 @@ class PodWorker:
             for t in tasks:
                 t.cancel()
 
-    async def _probe_until(self, c: Obj, probe: Obj, *, success: bool) -> bool:
+    async def _probe_until(self, c: Obj, probe: Obj, *, success: bool) -> tuple[bool, str]:
         await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
         period = float(probe.get("periodSeconds") or 10)
         needed = int(probe.get("successThreshold") or 1) if success else int(probe.get("failureThreshold") or 3)
         failures_allowed = int(probe.get("failureThreshold") or 3)
         streak, failures = 0, 0
         while True:
-            ok = await self._probe_once(c, probe)
+            ok, output = await self._probe(c, probe)
             if ok == success:
                 streak += 1
                 if streak >= needed:
-                    return True
+                    return True, output
             else:
                 streak = 0
                 failures += 1
                 if success and failures >= failures_allowed:
-                    return False
+                    return False, output
             await asyncio.sleep(period)
 
     async def _readiness_loop(self, c: Obj, st: ContainerState, probe: Obj) -> None:
@@ -814,8 +821,10 @@ class PodWorker:
         fail_needed = int(probe.get("failureThreshold") or 3)
         oks = fails = 0
         while True:
-            ok = await self._probe_once(c, probe)
+            ok, output = await self._probe(c, probe)
             oks, fails = (oks + 1, 0) if ok else (0, fails + 1)
+            if fails == fail_needed:  # once per run of failures
+                await self.agent.event(self.pod, "Warning", "Unhealthy", _probe_failed("Readiness", output))
             if ok and oks >= ok_needed and not st.ready:
                 st.ready = True
                 self.mark_dirty()
@@ -832,14 +841,16 @@ class PodWorker:
         fail_needed = int(probe.get("failureThreshold") or 3)
         fails = 0
         while True:
-            fails = 0 if await self._probe_once(c, probe) else fails + 1
+            ok, output = await self._probe(c, probe)
+            fails = 0 if ok else fails + 1
             if fails >= fail_needed:
-                await self._restart_for_probe(c, st, proc, "Liveness")
+                await self._restart_for_probe(c, st, proc, "Liveness", output)
                 return
             await asyncio.sleep(period)
 
-    async def _restart_for_probe(self, c: Obj, st: ContainerState, proc: asyncio.subprocess.Process, kind: str) -> None:
-        await self.agent.event(self.pod, "Warning", "Unhealthy", f"{kind} probe failed")
+    async def _restart_for_probe(self, c: Obj, st: ContainerState, proc: asyncio.subprocess.Process, kind: str,
+                                 output: str = "") -> None:
+        await self.agent.event(self.pod, "Warning", "Unhealthy", _probe_failed(kind, output))
         _signal_group(proc.pid, signal.SIGTERM)
         grace = float(self.spec.get("terminationGracePeriodSeconds", 30))
         try:
@@ -856,6 +867,9 @@ class PodWorker:
         raise ValueError(f"named port {port!r} not found")
 
     async def _probe_once(self, c: Obj, probe: Obj) -> bool:
+        return (await self._probe(c, probe))[0]
+
+    async def _probe(self, c: Obj, probe: Obj) -> tuple[bool, str]:
         timeout = float(probe.get("timeoutSeconds") or 1)
         try:
             if "httpGet" in probe:
@@ -866,29 +880,46 @@ class PodWorker:
                 headers = {x["name"]: x["value"] for x in h.get("httpHeaders") or []}
                 async with self.agent.http.get(url, headers=headers, ssl=False, allow_redirects=False,
                                                timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-                    return 200 <= r.status < 400
+                    ok = 200 <= r.status < 400
+                    return ok, "" if ok else f"HTTP probe failed with statuscode: {r.status}"
             if "tcpSocket" in probe:
                 t = probe["tcpSocket"]
                 _, writer = await asyncio.wait_for(
                     asyncio.open_connection(t.get("host") or self.pod_ip, self._port(c, t["port"])), timeout
                 )
                 writer.close()
-                return True
+                return True, ""
             if "exec" in probe:
-                pid = self.procs[c["name"]].pid
-                proc = await asyncio.create_subprocess_exec(
-                    "nsenter", "-t", str(pid), "-m", "-u", "-n", "-r", "-w", "-S", "follow", "-G", "follow",
-                    "--", *probe["exec"]["command"],
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )
-                try:
-                    return await asyncio.wait_for(proc.wait(), timeout) == 0
-                except TimeoutError:
-                    proc.kill()
-                    return False
-        except (OSError, aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-            return False
-        return False
+                return await self._exec_probe(c, probe["exec"]["command"], timeout)
+        except TimeoutError:
+            return False, f"timeout: probe did not answer within {timeout:g}s"
+        except (OSError, aiohttp.ClientError, ValueError, KeyError) as e:
+            return False, f"{type(e).__name__}: {e}"
+        return False, "no handler in the probe"
+
+    async def _exec_probe(self, c: Obj, command: list[str], timeout: float) -> tuple[bool, str]:
+        """The command in the container: its mount, UTS and network namespaces, root and working
+        directory, as the container's numeric uid and gid (util-linux 2.38's nsenter has no
+        ``-S follow``; with it every exec probe failed before running its command). Supplementary
+        groups are not kept (nsenter clears them), as in ``kubectl exec`` of a runtime without
+        them. Its stdout and stderr together are the probe's output."""
+        pid = self.procs[c["name"]].pid
+        uid, gid = self.creds[c["name"]]
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", "-t", str(pid), "-m", "-u", "-n", "-r", "-w", "-S", str(uid), "-G", str(gid),
+            "--", *command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return False, f"command {command!r} timed out after {timeout:g}s"
+        output = out[-PROBE_OUTPUT_MAX:].decode(errors="replace").strip()
+        if proc.returncode == 0:
+            return True, output
+        return False, output or f"command {command!r} exited with {proc.returncode}"
 
     # ------------------------------------------------------------ instant mode
 
@@ -1035,6 +1066,13 @@ class PodWorker:
         if got is None:
             raise PodGone
         self._last_status = status
+
+
+PROBE_OUTPUT_MAX = 10 * 1024  # the kubelet keeps at most 10 KiB of a probe's output
+
+
+def _probe_failed(kind: str, output: str) -> str:
+    return f"{kind} probe failed: {output}" if output else f"{kind} probe failed"
 
 
 def _read_all(fd: int) -> bytes:

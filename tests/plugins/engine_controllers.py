@@ -1,5 +1,6 @@
-"""The real Kubeflow Trainer and JobSet controllers, run as host processes against the local
-control plane (built from hack/engines by :mod:`tests.localcluster.engines`).
+"""The real Kubeflow Trainer, JobSet and KubeRay controllers, run as host processes against the
+local control plane (built from hack/engines and hack/engines/kuberay by
+:mod:`tests.localcluster.engines`).
 
 Each runs with the cluster's admin kubeconfig, leader election off, metrics off, and its
 health probes and webhook server on free loopback ports, served with a certificate from a CA
@@ -17,6 +18,17 @@ Fixture:
                        Trainer's ``torch-distributed`` ClusterTrainingRuntime present; webhook
                        configurations deleted, then managers stopped (SIGTERM, then SIGKILL). Yields
                        :class:`EngineControllers` (log paths, ``log_tail``).
+  kuberay_controller   function scope: KubeRay's ``ray-operator`` v1.6.2 watching only the test's
+                       namespace (leader election off, metrics and health probes on free loopback
+                       ports, ``--use-kubernetes-proxy``: a host process cannot resolve cluster DNS,
+                       so it reaches the head's dashboard through the API server's Service proxy;
+                       no webhooks, KubeRay's are off by default), ready on ``/readyz``; the
+                       engines' CRDs (RayService's too: the manager exits without it) present,
+                       and the Ray image's virtualenv built (``rayproject/ray:2.52.0`` in the node
+                       agent's catalog). Yields :class:`KubeRayController`. Afterwards the
+                       namespace's RayJobs and RayClusters are deleted while ray-operator still
+                       runs (it alone removes its ``ray.io/rayjob-finalizer``; stopped first, the
+                       namespace would stay Terminating), then it is stopped.
 """
 
 from __future__ import annotations
@@ -219,6 +231,70 @@ def stop_engine_controllers(engines: EngineControllers) -> None:
         c.stop()
 
 
+@dataclass
+class KubeRayController:
+    operator: Controller
+    build_seconds: float
+    ray_venv_seconds: float
+    start_seconds: float = 0.0
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"----- {self.operator.name} ({self.operator.log_path})\n{self.operator.log_tail(lines)}"
+
+    def error_lines(self) -> list[str]:
+        path = self.operator.log_path
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return [line for line in text.splitlines() if '"level":"error"' in line or "\tERROR\t" in line]
+
+
+def start_kuberay(kubeconfig: Path, namespace: str, workdir: Path, timeout: float = 60.0) -> KubeRayController:
+    from tests.localcluster.engines import build_kuberay
+
+    built = build_kuberay()
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe, metrics = free_port(), free_port()  # not 8080/18080: CoreDNS holds 127.0.0.1:18080
+    operator = Controller(
+        "ray-operator",
+        [str(built.bin_dir / "ray-operator"), "--kubeconfig", str(kubeconfig), f"--watch-namespace={namespace}",
+         "--enable-leader-election=false", f"--metrics-addr=127.0.0.1:{metrics}",
+         f"--health-probe-bind-address=127.0.0.1:{probe}", "--use-kubernetes-proxy"],
+        dict(os.environ, KUBECONFIG=str(kubeconfig)), probe, 0, workdir / "ray-operator.log")
+    ctl = KubeRayController(operator, built.seconds, 0.0)
+    started = time.monotonic()
+    try:
+        operator.start()
+        while not operator.ready():
+            if time.monotonic() > started + timeout:
+                raise TimeoutError(f"ray-operator not ready after {timeout}s:\n{ctl.log_tail()}")
+            time.sleep(0.2)
+    except BaseException:
+        operator.stop()
+        raise
+    ctl.start_seconds = time.monotonic() - started
+    return ctl
+
+
+RAY_API = "ray.io/v1"
+
+
+def delete_ray_objects(kube: Any, timeout: float = 60.0) -> None:
+    """Delete the namespace's RayJobs and RayClusters and wait until they are gone, with
+    ray-operator still running to finalize them; whatever is left after ``timeout`` loses its
+    finalizers, so that the namespace can go."""
+    kinds = ("RayJob", "RayCluster")
+    for kind in kinds:
+        for obj in kube.list(kind, api_version=RAY_API):
+            kube.delete(kind, obj["metadata"]["name"], api_version=RAY_API)
+    deadline = time.monotonic() + timeout
+    while any(kube.list(kind, api_version=RAY_API) for kind in kinds):
+        if time.monotonic() > deadline:
+            for kind in kinds:
+                for obj in kube.list(kind, api_version=RAY_API):
+                    kube.patch(kind, obj["metadata"]["name"], {"metadata": {"finalizers": None}}, api_version=RAY_API)
+            return
+        time.sleep(0.5)
+
+
 _WEBHOOK_API = "admissionregistration.k8s.io/v1"
 
 
@@ -247,3 +323,26 @@ def engine_controllers(kube: Any, engine_crds_installed: dict[str, str],
                 if e.status != 404:
                     raise
         stop_engine_controllers(engines)
+
+
+@pytest.fixture
+def kuberay_controller(kube: Any, engine_crds_installed: dict[str, str], tmp_path: Path) -> Iterator[KubeRayController]:
+    import shutil
+
+    from tests.localcluster.engines import RAY_REQUIREMENT, build_ray_venv
+
+    if shutil.which("go") is None:
+        pytest.skip("needs Go: KubeRay's ray-operator is built from the Go module proxy")
+    try:
+        venv = build_ray_venv()
+    except RuntimeError as exc:  # pip could not reach PyPI
+        pytest.skip(f"needs PyPI: the Ray image's virtualenv is {RAY_REQUIREMENT}: {exc}")
+    ctl = start_kuberay(Path(kube.cluster.kubeconfig), kube.namespace, tmp_path / "kuberay")
+    ctl.ray_venv_seconds = venv.seconds
+    try:
+        yield ctl
+    finally:
+        try:
+            delete_ray_objects(kube)
+        finally:
+            ctl.operator.stop()

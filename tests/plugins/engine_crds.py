@@ -11,7 +11,7 @@ API:
   requires_go             mark: skip when ``go`` is not on PATH
   module_dir(module)      the module's directory at the pinned version (downloaded once)
   engine_crd(kind)        the CRD of TrainJob, ClusterTrainingRuntime, TrainingRuntime, RayJob,
-                          RayCluster or JobSet, as a dict (a fresh copy per call)
+                          RayCluster, RayService or JobSet, as a dict (a fresh copy per call)
   sample_runtime()        Trainer's ``torch-distributed`` ClusterTrainingRuntime
   validate(obj, crd)      the API server's structural-schema + CEL validation of ``obj``
                           (create: rules with ``oldSelf`` do not run); error strings with paths
@@ -19,7 +19,7 @@ API:
                           create the CRDs in a real API server and wait until Established
 
 Fixture:
-  engine_crds_installed   session scope: the six CRDs installed in ``kube_cluster``; yields
+  engine_crds_installed   session scope: the seven CRDs installed in ``kube_cluster``; yields
                           {kind: CRD name}
 """
 
@@ -54,6 +54,8 @@ ENGINE_KINDS: dict[str, tuple[str, str, str]] = {
                         "trainingruntimes.trainer.kubeflow.org"),
     "RayJob": (_KUBERAY, "config/crd/bases/ray.io_rayjobs.yaml", "rayjobs.ray.io"),
     "RayCluster": (_KUBERAY, "config/crd/bases/ray.io_rayclusters.yaml", "rayclusters.ray.io"),
+    # Not made by Dockyard, but KubeRay's ray-operator watches it and exits without it.
+    "RayService": (_KUBERAY, "config/crd/bases/ray.io_rayservices.yaml", "rayservices.ray.io"),
     "JobSet": (_JOBSET, "config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml", "jobsets.jobset.x-k8s.io"),
 }
 SAMPLE_RUNTIME = (_TRAINER, "manifests/base/runtimes/torch_distributed.yaml")
@@ -109,7 +111,7 @@ def _crd(kind: str) -> Obj:
 
 def engine_crd(kind: str) -> Obj:
     """The engine's CRD for ``kind`` (TrainJob, ClusterTrainingRuntime, TrainingRuntime, RayJob,
-    RayCluster, JobSet) at the pinned version, as a dict the caller may modify."""
+    RayCluster, RayService, JobSet) at the pinned version, as a dict the caller may modify."""
     if kind not in ENGINE_KINDS:
         raise KeyError(f"{kind!r} is not an engine kind; known: {', '.join(ENGINE_KINDS)}")
     return copy.deepcopy(_crd(kind))
@@ -168,7 +170,7 @@ def _source(kind: str) -> str:
 
 def install_engine_crds(cluster: Any, kinds: Iterable[str] = ENGINE_KINDS, timeout: float = 60.0) -> dict[str, str]:
     """Create the engines' CRDs in ``cluster`` (a tests.plugins.kube.KubeCluster) and wait until
-    each is Established; returns {kind: CRD name}.
+    each is Established and served; returns {kind: CRD name}.
 
     A plain POST: most of these CRDs are over 256 KiB, too big for client-side apply's
     last-applied annotation. An existing CRD of the same pin (our source annotation) is left
@@ -203,11 +205,12 @@ def install_engine_crds(cluster: Any, kinds: Iterable[str] = ENGINE_KINDS, timeo
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CRD {name} ({kind}) not Established after {timeout}s: {conds}")
             time.sleep(0.2)
+        cluster.wait_crd_served(name, deadline)
     return names
 
 
 @pytest.fixture(scope="session")
 def engine_crds_installed(kube_cluster: Any) -> Iterator[dict[str, str]]:
-    """The six engine CRDs in the session's cluster, Established. Not removed afterwards (objects
+    """The seven engine CRDs in the session's cluster, Established. Not removed afterwards (objects
     of them live in the tests' namespaces, which are deleted)."""
     yield install_engine_crds(kube_cluster)

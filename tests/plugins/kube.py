@@ -306,7 +306,8 @@ class KubeCluster:
         return p
 
     def apply_crds(self, timeout: float = 60.0, extra: list[Obj] | None = None) -> None:
-        """Server-side apply the CRDs of ``crds/`` (plus ``extra``) and wait until Established."""
+        """Server-side apply the CRDs of ``crds/`` (plus ``extra``) and wait until Established
+        and served."""
         docs = [d for path in sorted(CRD_DIR.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
         names = []
         for doc in docs + (extra or []):
@@ -325,6 +326,25 @@ class KubeCluster:
             ):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"CRD {name} not Established after {timeout}s")
+                time.sleep(0.2)
+            self.wait_crd_served(name, deadline)
+
+    def wait_crd_served(self, name: str, deadline: float) -> None:
+        """Established is not yet served: while a new or changed CRD's storage initializes, a
+        LIST or WATCH answers 429 "storage is (re)initializing", which an operator started at
+        once logs as an error. Wait until each served version's watch cache answers a LIST."""
+        crd = self.request("GET", self.path("CustomResourceDefinition", name=name))
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        for version in (v["name"] for v in crd["spec"]["versions"] if v.get("served")):
+            while True:
+                try:
+                    # resourceVersion=0: answered from the watch cache, the part that reinitializes
+                    self.request("GET", f"/apis/{group}/{version}/{plural}",
+                                 query={"limit": 1, "resourceVersion": "0"})
+                    break
+                except ApiException as e:
+                    if e.status not in (404, 429, 503) or time.monotonic() > deadline:
+                        raise
                 time.sleep(0.2)
 
 

@@ -174,6 +174,9 @@ def test_the_engine_controllers_are_the_versions_whose_crds_are_pinned() -> None
     crds, controllers = _pins(build.CRDS_MODULE / "go.mod"), _pins(build.REPO / "hack/engines/go.mod")
     for module in ("github.com/kubeflow/trainer/v2", "sigs.k8s.io/jobset"):
         assert controllers[module] == crds[module], module
+    # KubeRay's ray-operator has a module of its own (hack/engines/kuberay): same rule.
+    kuberay = "github.com/ray-project/kuberay/ray-operator"
+    assert _pins(build.REPO / "hack/engines/kuberay/go.mod")[kuberay] == crds[kuberay], kuberay
 
 
 @pytest.mark.parametrize("kind", list(ENGINE_KINDS))
