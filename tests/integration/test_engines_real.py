@@ -12,8 +12,10 @@ About 35 s, plus, once per machine, the build of the two controllers (about 2.5 
 2 cores, module downloads included; cached by a hash of hack/engines/go.mod and go.sum).
 
 The same for a KubeRay ``RayJob``: KubeRay's ray-operator v1.6.2 (hack/engines/kuberay, fixture
-``kuberay_controller``) turns Dockyard's RayJob into a RayCluster (one head, two workers) and a
-submitter Job that runs ``ray job submit``; the image is ``rayproject/ray:2.52.0``, which the
+``kuberay_controller``) turns Dockyard's RayJob into a RayCluster (one head, two workers) and,
+the RayJob being in HTTPMode, submits the job to the head's dashboard itself (no submitter Pod:
+the namespace enforces Pod Security "restricted" as every test namespace does); the image is
+``rayproject/ray:2.52.0``, which the
 node agent runs from a virtualenv with ``ray[default]==2.52.0`` (built once from PyPI, about
 40 s, 344 MB). The driver, tests/integration/ray_trainer.py, scores cross-validation folds as
 Ray tasks spread over the nodes, then logs the model into the operator's MLflow run as the
@@ -116,13 +118,6 @@ RAY_TRAINER = Path(__file__).with_name("ray_trainer.py")
 def test_a_rayjob_with_two_workers_runs_through_kuberay_to_one_version(
     kube: KubeEnv, kuberay_controller: KubeRayController, operator: OperatorProcess, mlflow_server: MlflowServer
 ) -> None:
-    # KubeRay's submitter Pod (the K8s Job that runs `ray job submit`) is KubeRay's default
-    # template: no securityContext, which Pod Security "restricted" refuses. Dockyard's RayJob
-    # sets no submitterPodTemplate, so this namespace enforces "baseline" (still warns and
-    # audits "restricted"); Dockyard's own head and worker Pods are restricted-compliant.
-    kube.cluster.request("PATCH", f"/api/v1/namespaces/{kube.namespace}",
-                         {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}},
-                         content_type="application/merge-patch+json")
     model = model_name(kube)
     t0 = time.monotonic()
     marks: dict[str, float] = {}
@@ -196,6 +191,9 @@ def test_a_rayjob_with_two_workers_runs_through_kuberay_to_one_version(
     assert int(run.data.tags["dockyard.ray.task_nodes"]) >= 2, run.data.tags
     assert int(run.data.tags["dockyard.ray.worker_nodes"]) == 2, run.data.tags
     assert run.data.metrics["cv_folds"] == 6 and run.data.metrics["accuracy"] >= 0.8, run.data.metrics
+    # HTTPMode: KubeRay made no submitter Job.
+    assert not [j["metadata"]["name"] for j in kube.list("Job")
+                if any(o["kind"] == "RayJob" for o in j["metadata"].get("ownerReferences") or [])]
     assert operator.alive() and not operator.error_lines()
     print(f"\nkuberay: build {kuberay_controller.build_seconds:.1f} s, ray venv {kuberay_controller.ray_venv_seconds:.1f} s, "
           f"start {kuberay_controller.start_seconds:.1f} s, {len(kuberay_controller.error_lines())} error lines; "

@@ -18,12 +18,13 @@ from .common import DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, ApiModel, ResourceReq
 TRAINJOB_API = ("trainer.kubeflow.org/v1alpha1", "TrainJob")
 RAYJOB_API = ("ray.io/v1", "RayJob")
 
-# A RayJob's entrypoint is one string that goes through two shells: KubeRay's submitter Pod runs
-# `bash -c "ray job submit ... -- <entrypoint>"`, and `ray job submit` re-joins the words bash
-# left (subprocess.list2cmdline) into the command Ray's job manager runs with /bin/sh. No
-# quoting survives both (quotes bash strips, list2cmdline does not restore for sh), so each
-# argument is held to characters that no shell or list2cmdline treats specially and the
-# arguments are joined with spaces: what the user wrote is what the driver gets.
+# A RayJob's entrypoint is one string that Ray's job manager runs with /bin/sh. Dockyard submits
+# in HTTPMode (KubeRay sends it to the dashboard as is), but in KubeRay's default K8sJobMode it
+# goes through two shells: the submitter Pod's `bash -c "ray job submit ... -- <entrypoint>"`,
+# then `ray job submit` re-joins the words bash left (subprocess.list2cmdline) for /bin/sh, and
+# no quoting survives both. Each argument is held to characters that no shell or list2cmdline
+# treats specially and the arguments are joined with spaces: what the user wrote is what the
+# driver gets, whichever way the job is submitted.
 RAY_ENTRYPOINT_ARG = r"^[A-Za-z0-9_@%+=:,./-]+$"
 _RAY_ARG = re.compile(RAY_ENTRYPOINT_ARG)
 # KubeRay starts the job's own cluster with `ray start` in the training image: Dockyard's runtime

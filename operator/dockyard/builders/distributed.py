@@ -180,7 +180,9 @@ def build_rayjob(owner: dict[str, Any], spec: TrainingRunSpec, dataset: DatasetS
     body: dict[str, Any] = {
         "entrypoint": " ".join(entrypoint),
         "shutdownAfterJobFinishes": settings.shutdown_after_job_finishes if not settings.cluster_name else False,
-        "submissionMode": "K8sJobMode",
+        # HTTPMode: KubeRay submits the job to the cluster's dashboard itself. K8sJobMode would
+        # add KubeRay's submitter Pod, whose default template Pod Security "restricted" refuses.
+        "submissionMode": "HTTPMode",
     }
     if spec.active_deadline_seconds:
         body["activeDeadlineSeconds"] = spec.active_deadline_seconds
