@@ -1,7 +1,7 @@
 """The Ray driver of the RayJob test in tests/integration/test_engines_real.py.
 
-KubeRay's submitter runs it (``python <this file>``) on the Ray head of the job's own cluster;
-it gets the training contract's environment from the operator (docs/training-contract.md:
+Ray's job manager runs it (``python <this file>``, submitted by KubeRay in HTTPMode) on the
+Ray head of the job's own cluster; it gets the training contract's environment from the operator (docs/training-contract.md:
 ``MLFLOW_TRACKING_URI``, ``MLFLOW_RUN_ID``, ``DOCKYARD_DATASET_URI``, ``DOCKYARD_TARGET``, ...),
 which the head Pod's Ray processes pass on to the driver.
 
