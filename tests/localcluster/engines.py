@@ -70,44 +70,34 @@ def _kuberay_dir() -> Path:
     return build.cache_root() / f"kuberay-{_module_hash(KUBERAY_MODULE)}"
 
 
-def build_engines(*, log: bool = True) -> build.BuildResult:
-    """Build (or reuse) ``trainer-controller-manager`` and ``jobset``; cold: about 2 min on 2
-    cores with a warm module cache."""
+def _build_module(module: Path, out: Path, binaries: dict[str, str], lock_name: str, log: bool) -> build.BuildResult:
+    """Build (or reuse) ``binaries`` (name -> main package) of ``module`` into ``out``."""
     import fcntl
 
     started = time.monotonic()
     build.cache_root().mkdir(parents=True, exist_ok=True)
-    out = _dir()
-    with open(build.cache_root() / ".engines.lock", "w") as lock:
+    with open(build.cache_root() / lock_name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if log and not all((out / n).is_file() for n in BINARIES):
-            print(f"building {', '.join(BINARIES)} into {out}", file=sys.stderr, flush=True)
+        if log and not all((out / n).is_file() for n in binaries):
+            print(f"building {', '.join(binaries)} into {out}", file=sys.stderr, flush=True)
         built = build._go_build(
-            out, list(BINARIES),
-            [build._go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", "{OUT}/", *BINARIES.values()],
-            MODULE, log,
+            out, list(binaries),
+            [build._go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", "{OUT}/", *binaries.values()],
+            module, log,
         )
     return build.BuildResult(out, built, time.monotonic() - started)
+
+
+def build_engines(*, log: bool = True) -> build.BuildResult:
+    """Build (or reuse) ``trainer-controller-manager`` and ``jobset``; cold: about 2 min on 2
+    cores with a warm module cache."""
+    return _build_module(MODULE, _dir(), BINARIES, ".engines.lock", log)
 
 
 def build_kuberay(*, log: bool = True) -> build.BuildResult:
     """Build (or reuse) KubeRay's ``ray-operator`` from hack/engines/kuberay; cold: about
     1.5 min on 2 cores with a warm module cache."""
-    import fcntl
-
-    started = time.monotonic()
-    build.cache_root().mkdir(parents=True, exist_ok=True)
-    out = _kuberay_dir()
-    with open(build.cache_root() / ".kuberay.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if log and not all((out / n).is_file() for n in KUBERAY_BINARIES):
-            print(f"building {', '.join(KUBERAY_BINARIES)} into {out}", file=sys.stderr, flush=True)
-        built = build._go_build(
-            out, list(KUBERAY_BINARIES),
-            [build._go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", "{OUT}/", *KUBERAY_BINARIES.values()],
-            KUBERAY_MODULE, log,
-        )
-    return build.BuildResult(out, built, time.monotonic() - started)
+    return _build_module(KUBERAY_MODULE, _kuberay_dir(), KUBERAY_BINARIES, ".kuberay.lock", log)
 
 
 def _repo_site_packages() -> str:
